@@ -75,10 +75,13 @@ def test_one_seed_reproduces_python_numpy_torch():
     assert all(x != y for x, y in zip(a, b))
 
 
-def test_device_choice():
+def test_device_choice(tmp_path, monkeypatch):
     assert get_device('cpu').type == 'cpu'
-    assert get_device(None).type == ('cuda' if torch.cuda.is_available() else 'cpu')
-    assert get_device('auto') == get_device(None)
+    assert get_device('auto').type == ('cuda' if torch.cuda.is_available() else 'cpu')
+    monkeypatch.setenv('SLNB_SETTINGS', str(write_ini(tmp_path, "[slnb]\ndevice = cpu\n")))
+    assert get_device(None).type == 'cpu'                    # the setting
+    monkeypatch.setenv('SLNB_DEVICE', 'auto')
+    assert get_device(None) == get_device('auto')            # the environment overrides the setting
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match='no CUDA GPU'):
             get_device('cuda:0')
