@@ -115,3 +115,15 @@ def test_progress_quiet_off_terminal(monkeypatch, capsys):
     assert capsys.readouterr().err == ''
     monkeypatch.setenv('SLNB_PROGRESS', '1')
     assert progress_enabled()
+
+
+def test_settings_found_from_an_analysis_folder(tmp_path, monkeypatch):
+    "A settings.ini with slnb sections in the working directory (or a parent) is used; another tool's is not."
+    monkeypatch.delenv('SLNB_SETTINGS', raising=False)
+    work = tmp_path/'analysis'/'deep'
+    work.mkdir(parents=True)
+    (tmp_path/'analysis'/'settings.ini').write_text("[slnb]\nseed = 11\n")
+    (work/'settings.ini').write_text("[DEFAULT]\nlib_name = other_tool\n")
+    monkeypatch.chdir(work)
+    s = load_settings()
+    assert s.seed == 11 and s.file == (tmp_path/'analysis'/'settings.ini').resolve()

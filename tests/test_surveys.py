@@ -79,7 +79,8 @@ def test_point_source_depth_is_consistent():
     b = get_survey('LSST').band('r')
     m5 = b.point_source_depth(5.0)
     flux = b.mag_to_cps(m5) * b.total_exposure_time
-    nea = 4 * math.pi * (b.psf_fwhm * FWHM_TO_SIGMA / b.pixel_scale) ** 2
+    nea = 1 / (b.psf_kernel() ** 2).sum()
+    assert nea == pytest.approx(4 * math.pi * (b.psf_fwhm * FWHM_TO_SIGMA / b.pixel_scale) ** 2, rel=0.05)
     noise = math.sqrt(flux + nea * (b.background_sigma * b.total_exposure_time) ** 2)
     assert flux / noise == pytest.approx(5.0, rel=1e-9)
     assert b.point_source_depth(10) < m5
@@ -144,7 +145,7 @@ def test_user_survey_files_yaml_ini_and_pixel_psf(tmp_path):
     w = get_survey('widecam')
     assert w.band('g').psf_type == 'MOFFAT'
     assert w.band('r').psf_kernel().shape == (21, 21)
-    assert w.band('r').effective_fwhm == pytest.approx(0.6, rel=0.03)
+    assert w.band('r').effective_fwhm == pytest.approx(0.6, rel=0.03)     # measured from the pixelised PSF
     kw = w.band('r').kwargs_single_band()
     assert kw['psf_type'] == 'PIXEL' and kw['kernel_point_source'].sum() == pytest.approx(1.0)
     assert get_survey('DEEPCAM').band('z').ccd_gain == 2.0
@@ -183,3 +184,9 @@ def test_example_lens_conserves_flux():
     assert lens_only.sum() == pytest.approx(b.mag_to_cps(20.5), rel=0.03)  # de Vaucouleurs light inside 12"
     mu = (img - lens_only).sum() / b.mag_to_cps(22.0)
     assert 3 < mu < 30                                                     # a strongly magnified source
+
+
+@pytest.mark.parametrize('fwhm, pixel_scale', [(0.6, 0.15), (1.0, 0.05), (0.2, 0.074)])
+def test_half_max_fwhm_recovers_gaussian_fwhm(fwhm, pixel_scale):
+    from slnb.surveys import half_max_fwhm
+    assert half_max_fwhm(gaussian_kernel(fwhm, pixel_scale), pixel_scale) == pytest.approx(fwhm, rel=0.025)
