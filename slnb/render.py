@@ -17,9 +17,9 @@ from .core import get_device
 from .surveys import FWHM_TO_SIGMA, Band
 
 # %% auto #0
-__all__ = ['MASS_KEYS', 'LIGHT_KEYS', 'Scenes', 'scenes_from_numpy', 'pixel_grid', 'ellipticity_to_phi_q', 'sie_deflection',
-           'epl_deflection', 'shear_deflection', 'deflection', 'sersic_b', 'sersic_total_flux', 'sersic_amp',
-           'sersic_profile', 'use_compiled_kernel', 'surface_brightness', 'surface_brightness_grid',
+__all__ = ['MASS_KEYS', 'LIGHT_KEYS', 'POISSON_EXACT_BELOW', 'Scenes', 'scenes_from_numpy', 'pixel_grid', 'ellipticity_to_phi_q',
+           'sie_deflection', 'epl_deflection', 'shear_deflection', 'deflection', 'sersic_b', 'sersic_total_flux',
+           'sersic_amp', 'sersic_profile', 'use_compiled_kernel', 'surface_brightness', 'surface_brightness_grid',
            'add_point_sources', 'render_unconvolved', 'gaussian_filter_kernel', 'convolution_matrix', 'separable_terms',
            'PSFKernels', 'psf_kernels_for', 'convolve_bhnw', 'convolve', 'add_noise', 'noise_variance', 'Renderer',
            'lenstronomy_kwargs', 'render_lenstronomy', 'relative_l2', 'random_sersic_lenses']
@@ -129,10 +129,10 @@ def deflection(x, y, mass: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch
     sx, sy = shear_deflection(x, y, m['gamma1'], m['gamma2'])
     return ax + sx, ay + sy
 
-# %% ../nbs/11_render.ipynb #2b8b24b4
+# %% ../nbs/11_render.ipynb #1a49541e
 def sersic_b(n):
     "lenstronomy's approximation b_n = 1.9992 n - 0.3271 (floored at 1e-5)."
-    return (1.9992 * n - 0.3271).clamp_min(1e-5) if torch.is_tensor(n) else max(1.9992 * n - 0.3271, 1e-5)
+    return (1.9992 * n - 0.3271).clamp_min(1e-5) if torch.is_tensor(n) else np.maximum(1.9992 * np.asarray(n) - 0.3271, 1e-5)
 
 def sersic_total_flux(amp, R_sersic, n_sersic):
     "Total flux of lenstronomy's elliptical Sérsic of amplitude `amp` (same units as amp x arcsec²)."
@@ -339,13 +339,18 @@ def convolve(img: torch.Tensor, kernels: PSFKernels) -> torch.Tensor:
     "Images (N, B, H, W) convolved band by band, edges extended by their nearest pixel (as lenstronomy)."
     return convolve_bhnw(img.permute(1, 2, 0, 3).contiguous(), kernels).permute(2, 0, 1, 3)
 
-# %% ../nbs/11_render.ipynb #20a08fd5
+# %% ../nbs/11_render.ipynb #1ead28eb
+POISSON_EXACT_BELOW: float = 50.0     # expected counts below which the shot noise is drawn exactly
+
 def add_noise(img: torch.Tensor, bands: list[Band], generator: torch.Generator | None = None) -> torch.Tensor:
     "Noisy images (N, B, H, W) in electron/s: Poisson on the counts plus the bands' background noise."
     t = torch.tensor([b.total_exposure_time for b in bands], device=img.device, dtype=img.dtype)[:, None, None]
     sig = torch.tensor([b.background_sigma for b in bands], device=img.device, dtype=img.dtype)[:, None, None]
-    counts = torch.poisson(img.clamp_min(0) * t, generator=generator)
-    return counts / t + sig * torch.randn(img.shape, generator=generator, device=img.device, dtype=img.dtype)
+    lam = img.clamp_min(0) * t
+    shot = torch.sqrt(lam) * torch.randn(img.shape, generator=generator, device=img.device, dtype=img.dtype)
+    few = lam < POISSON_EXACT_BELOW                                   # exact Poisson where counts are few
+    shot[few] = torch.poisson(lam[few], generator=generator) - lam[few]
+    return img + shot / t + sig * torch.randn(img.shape, generator=generator, device=img.device, dtype=img.dtype)
 
 def noise_variance(img: torch.Tensor, bands: list[Band]) -> torch.Tensor:
     "Expected per-pixel variance (electron/s)² of noiseless images (N, B, H, W): background plus Poisson."
@@ -353,7 +358,7 @@ def noise_variance(img: torch.Tensor, bands: list[Band]) -> torch.Tensor:
     sig = torch.tensor([b.background_sigma for b in bands], device=img.device, dtype=img.dtype)[:, None, None]
     return sig ** 2 + img.clamp_min(0) / t
 
-# %% ../nbs/11_render.ipynb #2a1ddc47
+# %% ../nbs/11_render.ipynb #dc690417
 @dataclass
 class Renderer:
     "Render batches of scenes for `bands` on num_pix x num_pix cutouts: supersampling, PSF, noise."
@@ -376,23 +381,26 @@ class Renderer:
         self.kernels = psf_kernels_for(self.bands, self.num_pix, self.kernel_size)
         self.chunk = self.chunk or (512 if self.device.type == 'cuda' else 16)
 
-    def noiseless(self, scenes: Scenes) -> torch.Tensor:
-        "Noiseless PSF-convolved images (N, B, H, W), electron/s."
+    def noiseless(self, scenes: Scenes, extra: torch.Tensor | None = None) -> torch.Tensor:
+        "Noiseless PSF-convolved images (N, B, H, W), electron/s, floored at 0; `extra` (N, B, H, W) is added before the PSF."
         if scenes.n_bands != len(self.bands):
             raise ValueError(f"scenes have {scenes.n_bands} bands, the renderer {len(self.bands)}")
-        scenes = scenes.to(self.device)
+        # scenes with few components together, so a chunk evaluates only the slots its own scenes use
+        order = torch.argsort((scenes.amp != 0).any(2).sum(1), stable=True)
+        scenes = scenes[order].to(self.device)
         out = torch.empty(len(scenes), len(self.bands), self.num_pix, self.num_pix, device=self.device)
         for i in range(0, len(scenes), self.chunk):
             raw = render_unconvolved(scenes[i:i + self.chunk], self.num_pix, self.pixel_scale, self.supersample,
                                      self.refine_fraction)
-            out[i:i + self.chunk] = convolve_bhnw(raw, self.kernels).permute(2, 0, 1, 3)
-        return out
+            if extra is not None: raw = raw + extra[order[i:i + self.chunk]].to(raw).permute(1, 2, 0, 3)
+            out[order[i:i + self.chunk].to(self.device)] = convolve_bhnw(raw, self.kernels).permute(2, 0, 1, 3)
+        return out.clamp_min_(0)
 
     def noisy(self, noiseless: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         "A noise realisation of noiseless images."
         return add_noise(noiseless, self.bands, generator)
 
-# %% ../nbs/11_render.ipynb #61adf2fd
+# %% ../nbs/11_render.ipynb #397b6b39
 def _lenstronomy_models(band: Band, num_pix: int, supersample: int, epl: bool, n_lens: int, n_src: int):
     "A lenstronomy ImageModel for one band with SIE/EPL + SHEAR and the given numbers of Sérsic components."
     from lenstronomy.Data.psf import PSF
@@ -435,7 +443,7 @@ def render_lenstronomy(scenes: Scenes, bands: list[Band], num_pix: int, supersam
             out[i, j] = cache[key].image(kw, src, ll)
     return out
 
-# %% ../nbs/11_render.ipynb #89216f8c
+# %% ../nbs/11_render.ipynb #4641028b
 def relative_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     "Relative L2 difference |a - b| / |b| per image over the last two axes."
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
