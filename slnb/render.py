@@ -70,7 +70,7 @@ def pixel_grid(num_pix: int, pixel_scale: float, supersample: int = 1, device=No
     y, x = torch.meshgrid(c, c, indexing='ij')
     return x.to(dtype), y.to(dtype)
 
-# %% ../nbs/11_render.ipynb #5bf36089
+# %% ../nbs/11_render.ipynb #50bb3783
 def ellipticity_to_phi_q(e1: torch.Tensor, e2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Orientation phi (rad) and axis ratio q of lenstronomy's ellipticity (e1, e2)."
     c = torch.sqrt(e1 ** 2 + e2 ** 2)
@@ -81,7 +81,9 @@ def _to_major_axis(x, y, e1, e2, cx, cy):
     phi, q = ellipticity_to_phi_q(e1, e2)
     cos, sin = torch.cos(phi)[:, None], torch.sin(phi)[:, None]
     dx, dy = x - cx[:, None], y - cy[:, None]
-    return cos * dx + sin * dy, -sin * dx + cos * dy, cos, sin, q[:, None]
+    xr = (dx * cos).addcmul_(dy, sin)                    # in-place steps: no temporaries on the big arrays
+    yr = dy.mul_(cos).addcmul_(dx, -sin)
+    return xr, yr, cos, sin, q[:, None]
 
 def sie_deflection(x, y, theta_E, e1, e2, center_x, center_y) -> tuple[torch.Tensor, torch.Tensor]:
     "Deflection (arcsec) of lenstronomy's SIE at points x, y (N, M) for parameters (N,)."
@@ -90,10 +92,11 @@ def sie_deflection(x, y, theta_E, e1, e2, center_x, center_y) -> tuple[torch.Ten
     c = torch.sqrt(e1 ** 2 + e2 ** 2)[:, None]
     s = torch.sqrt(4 * c / (1 + c) ** 2).clamp_min(1e-4)
     b = theta_E[:, None] * torch.sqrt(q)
-    psi = torch.sqrt(q ** 2 * xr ** 2 + yr ** 2).clamp_min(1e-12)
-    fx = b / s * torch.atan(s * xr / psi)
-    fy = b / s * torch.atanh((s * yr / psi).clamp(-1 + 1e-7, 1 - 1e-7))
-    return cos * fx - sin * fy, sin * fx + cos * fy
+    psi = torch.hypot(xr * q, yr).clamp_min_(1e-12)
+    fx = xr.mul_(s).div_(psi).atan_().mul_(b / s)
+    fy = yr.mul_(s).div_(psi).clamp_(-1 + 1e-7, 1 - 1e-7).atanh_().mul_(b / s)
+    ax = (fx * cos).addcmul_(fy, -sin)
+    return ax, fx.mul_(sin).addcmul_(fy, cos)
 
 def epl_deflection(x, y, theta_E, gamma, e1, e2, center_x, center_y, tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     "Deflection (arcsec) of lenstronomy's EPL (Tessore & Metcalf 2015 series) at points (N, M) for parameters (N,)."
@@ -126,10 +129,10 @@ def deflection(x, y, mass: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch
     if bool((m['gamma'] != 2).any()):
         ax, ay = epl_deflection(x, y, m['theta_E'], m['gamma'], m['e1'], m['e2'], m['center_x'], m['center_y'])
     else: ax, ay = sie_deflection(x, y, m['theta_E'], m['e1'], m['e2'], m['center_x'], m['center_y'])
-    sx, sy = shear_deflection(x, y, m['gamma1'], m['gamma2'])
-    return ax + sx, ay + sy
+    g1, g2 = m['gamma1'][:, None], m['gamma2'][:, None]
+    return ax.addcmul_(x, g1).addcmul_(y, g2), ay.addcmul_(x, g2).addcmul_(y, -g1)     # plus the external shear
 
-# %% ../nbs/11_render.ipynb #1a49541e
+# %% ../nbs/11_render.ipynb #4c7d2fe7
 def sersic_b(n):
     "lenstronomy's approximation b_n = 1.9992 n - 0.3271 (floored at 1e-5)."
     return (1.9992 * n - 0.3271).clamp_min(1e-5) if torch.is_tensor(n) else np.maximum(1.9992 * np.asarray(n) - 0.3271, 1e-5)
@@ -149,35 +152,36 @@ def sersic_profile(x, y, R_sersic, n_sersic, e1, e2, center_x, center_y, ring_ra
     col = lambda t: t[:, None]
     e1, e2 = col(e1), col(e2)
     norm = (1 - e1 ** 2 - e2 ** 2).abs().clamp_min(1e-6)
+    # lenstronomy's R^2 = A dx^2 + B dx dy + C dy^2, written (a dx + b dy)^2 + (c dy)^2 (its Cholesky form)
+    A, B, C = ((1 - e1) ** 2 + e2 ** 2) / norm, -4 * e2 / norm, ((1 + e1) ** 2 + e2 ** 2) / norm
+    a = torch.sqrt(A); b = B / (2 * a); c = torch.sqrt((C - b ** 2).clamp_min(0))
     dx, dy = x - col(center_x), y - col(center_y)
-    r2 = (((1 - e1) ** 2 + e2 ** 2) * dx ** 2 + ((1 + e1) ** 2 + e2 ** 2) * dy ** 2 - 4 * e2 * dx * dy) / norm
-    if ring_radius is not None:
-        r2 = (torch.sqrt(r2) - col(ring_radius)) ** 2
-    n, b = col(n_sersic), col(sersic_b(n_sersic))
+    u = dx.mul_(a).addcmul_(dy, b)
+    r2 = u.mul_(u).addcmul_(dy.mul_(c), dy)                  # in-place steps: no temporaries on the big arrays
+    if ring_radius is not None: r2 = r2.sqrt_().sub_(col(ring_radius)).square_()
+    n, bn = col(n_sersic), col(sersic_b(n_sersic))
     # (R/R_s)^(1/n) = exp((log R^2 - 2 log R_s) / 2n); R floored at lenstronomy's 1e-5 arcsec
-    u = torch.exp((torch.log(r2.clamp_min(1e-10)) - 2 * torch.log(col(R_sersic).clamp_min(1e-5))) / (2 * n))
-    return torch.exp(b * (1 - u))
+    u = r2.clamp_min_(1e-10).log_().mul_(1 / (2 * n)).sub_(torch.log(col(R_sersic).clamp_min(1e-5)) / n).exp_()
+    return u.mul_(-bn).add_(bn).exp_()
 
-# %% ../nbs/11_render.ipynb #20e7c476
-def _surface_brightness(x, y, mass: dict, light: dict, amp_b, components: tuple[int, ...], lensing: bool, epl: bool,
-                        ring: bool) -> torch.Tensor:
+# %% ../nbs/11_render.ipynb #5fa3b41e
+def _surface_brightness(x, y, mass: dict, light: dict, amp_b, components: tuple[tuple[int, int], ...], lensing: bool,
+                        epl: bool, ring: bool) -> torch.Tensor:
     "Sum over components of amp_b[c] * profile_c at x, y; branch-free given its static flags (so torch.compile fuses it)."
-    if lensing:
-        m = mass
-        if epl: ax, ay = epl_deflection(x, y, m['theta_E'], m['gamma'], m['e1'], m['e2'], m['center_x'], m['center_y'])
-        else: ax, ay = sie_deflection(x, y, m['theta_E'], m['e1'], m['e2'], m['center_x'], m['center_y'])
-        sx, sy = shear_deflection(x, y, m['gamma1'], m['gamma2'])
-        bx, by = x - ax - sx, y - ay - sy
+    if lensing:                                   # source-plane positions beta = theta - alpha(theta), once per scene
+        ax, ay = deflection(x, y, mass)
+        bx, by = ax.neg_().add_(x), ay.neg_().add_(y)
     out = None
-    for c in components:
-        if lensing:
+    for c, plane in components:                   # plane: 0 image plane, 1 source plane, 2 either (per scene)
+        if plane == 1: xc, yc = bx, by
+        elif plane == 2:
             lc = light['lensed'][:, c:c + 1] != 0
             xc, yc = torch.where(lc, bx, x), torch.where(lc, by, y)
         else: xc, yc = x, y
         prof = sersic_profile(xc, yc, light['R_sersic'][:, c], light['n_sersic'][:, c], light['e1'][:, c],
                               light['e2'][:, c], light['center_x'][:, c], light['center_y'][:, c],
                               light['ring_radius'][:, c] if ring else None)
-        out = amp_b[c] * prof if out is None else out + amp_b[c] * prof
+        out = amp_b[c] * prof if out is None else out.addcmul_(amp_b[c], prof)
     return out
 
 _KERNEL = {'sb': _surface_brightness}
@@ -194,9 +198,11 @@ def _evaluate(x, y, scenes: Scenes, amp_b: torch.Tensor, shape: tuple) -> torch.
     "Run the (compiled or eager) kernel with its static flags; zeros of `shape` when no component shines."
     L, m = scenes.light, scenes.mass
     active = (scenes.amp != 0).any(dim=(0, 2))
-    comps = tuple(torch.nonzero(active).flatten().tolist())
-    if not comps: return x.new_zeros(shape)
     lensing = bool(((L['lensed'] != 0) & active[None, :]).any()) and bool((m['theta_E'] != 0).any())
+    lensed = (L['lensed'] != 0).float().mean(0)
+    plane = lambda c: 0 if not lensing or lensed[c] == 0 else 1 if lensed[c] == 1 else 2
+    comps = tuple((c, plane(c)) for c in torch.nonzero(active).flatten().tolist())
+    if not comps: return x.new_zeros(shape)
     epl, ring = bool((m['gamma'] != 2).any()), bool((L['ring_radius'] != 0).any())
     args = (x, y, m, L, amp_b, comps, lensing, epl, ring)
     try: out = _KERNEL['sb'](*args)
@@ -222,7 +228,7 @@ def surface_brightness_grid(scenes: Scenes, num_pix: int, pixel_scale: float, su
     amp_b = scale * scenes.amp.permute(1, 2, 0)[:, :, None, :, None]
     return _evaluate(x[:, None, :], y[:, None, :], scenes, amp_b, (B, n, N, n))
 
-# %% ../nbs/11_render.ipynb #8052fcff
+# %% ../nbs/11_render.ipynb #cd514285
 def _shift(a: torch.Tensor, dim: int, step: int) -> torch.Tensor:
     "`a` shifted by one along `dim`, its edge repeated (replicate padding)."
     n = a.shape[dim]
@@ -242,7 +248,7 @@ def _subpixel_offsets(supersample: int, pixel_scale: float, device, dtype) -> tu
 
 def add_point_sources(img: torch.Tensor, scenes: Scenes, pixel_scale: float) -> torch.Tensor:
     "Add each scene's point sources (flux electron/s) to images (B, H, N, W) in electron/s, split bilinearly."
-    if scenes.point_xy is None or scenes.point_xy.shape[1] == 0: return img
+    if scenes.point_xy is None or scenes.point_xy.shape[1] == 0 or not bool((scenes.point_flux != 0).any()): return img
     B, H, N, W = img.shape
     col = scenes.point_xy[..., 0] / pixel_scale + (W - 1) / 2
     row = scenes.point_xy[..., 1] / pixel_scale + (H - 1) / 2
@@ -358,7 +364,7 @@ def noise_variance(img: torch.Tensor, bands: list[Band]) -> torch.Tensor:
     sig = torch.tensor([b.background_sigma for b in bands], device=img.device, dtype=img.dtype)[:, None, None]
     return sig ** 2 + img.clamp_min(0) / t
 
-# %% ../nbs/11_render.ipynb #dc690417
+# %% ../nbs/11_render.ipynb #39c170d8
 @dataclass
 class Renderer:
     "Render batches of scenes for `bands` on num_pix x num_pix cutouts: supersampling, PSF, noise."
@@ -386,14 +392,16 @@ class Renderer:
         if scenes.n_bands != len(self.bands):
             raise ValueError(f"scenes have {scenes.n_bands} bands, the renderer {len(self.bands)}")
         # scenes with few components together, so a chunk evaluates only the slots its own scenes use
-        order = torch.argsort((scenes.amp != 0).any(2).sum(1), stable=True)
-        scenes = scenes[order].to(self.device)
+        n_comp = (scenes.amp != 0).any(2).sum(1)
+        order = torch.argsort(n_comp, stable=True) if bool((n_comp != n_comp[0]).any()) else None
+        scenes = (scenes if order is None else scenes[order]).to(self.device)
         out = torch.empty(len(scenes), len(self.bands), self.num_pix, self.num_pix, device=self.device)
         for i in range(0, len(scenes), self.chunk):
             raw = render_unconvolved(scenes[i:i + self.chunk], self.num_pix, self.pixel_scale, self.supersample,
                                      self.refine_fraction)
-            if extra is not None: raw = raw + extra[order[i:i + self.chunk]].to(raw).permute(1, 2, 0, 3)
-            out[order[i:i + self.chunk].to(self.device)] = convolve_bhnw(raw, self.kernels).permute(2, 0, 1, 3)
+            rows = slice(i, i + self.chunk) if order is None else order[i:i + self.chunk].to(self.device)
+            if extra is not None: raw = raw + extra[rows].to(raw).permute(1, 2, 0, 3)
+            out[rows] = convolve_bhnw(raw, self.kernels).permute(2, 0, 1, 3)
         return out.clamp_min_(0)
 
     def noisy(self, noiseless: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
