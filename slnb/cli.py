@@ -132,7 +132,35 @@ def _add_simulate_parser(sub) -> None:
     s.add_argument('-o', '--output', required=True, metavar='OUT.fits'); s.add_argument('--overwrite', action='store_true')
     s.set_defaults(func=_cmd_simulate)
 
-# %% ../nbs/90_cli.ipynb #eb576dbb
+# %% ../nbs/90_cli.ipynb #2c180c9d
+def _cmd_field(args) -> int:
+    from slnb.field import FieldConfig, simulate_field, write_field
+    from slnb.surveys import get_survey
+    if args.size < 128: raise UsageError(f"--size must be >= 128 pixels, got {args.size}")
+    _check_fraction('--lens-fraction', args.lens_fraction)
+    get_survey(args.survey).select(args.bands)
+    out = _check_output(args.output, args.overwrite)
+    cfg = FieldConfig(lens_fraction=args.lens_fraction, ra=args.ra, dec=args.dec)
+    fld = simulate_field(args.survey, args.bands, args.size, args.seed, cfg, device=args.device, noiseless=args.noiseless)
+    keep = {k: v for k, v in vars(args).items() if k not in ('func', 'output', 'overwrite', 'verbose', 'settings')}
+    fld.catalog.meta['PARAMS'] = json.dumps(keep, sort_keys=True)
+    write_field(fld, out, overwrite=args.overwrite)
+    print(f"wrote {out}: {fld!r}")
+    return 0
+
+def _add_field_parser(sub) -> None:
+    s = sub.add_parser('field', help='simulate a survey field mosaic (per band, TAN WCS) with its truth catalogue')
+    s.add_argument('--survey', default='LSST'); s.add_argument('--bands', default='g,r,i')
+    s.add_argument('--size', type=int, default=1024, help='field side in pixels (default 1024)')
+    s.add_argument('--seed', type=int, default=0)
+    s.add_argument('--lens-fraction', type=float, default=0.05, help='fraction of the bright galaxies that are lenses')
+    s.add_argument('--ra', type=float, default=150.1, help='field centre RA (deg)')
+    s.add_argument('--dec', type=float, default=2.2, help='field centre Dec (deg)')
+    s.add_argument('--noiseless', action='store_true'); s.add_argument('--device', default=None)
+    s.add_argument('-o', '--output', required=True, metavar='FIELD.fits'); s.add_argument('--overwrite', action='store_true')
+    s.set_defaults(func=_cmd_field)
+
+# %% ../nbs/90_cli.ipynb #91960fe7
 def build_parser() -> argparse.ArgumentParser:
     "The `slnb` argument parser with every sub-command."
     p = argparse.ArgumentParser(prog='slnb', description='slnb: survey images to a catalogue of modelled strong lenses '
@@ -153,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--seed', type=int, default=None); s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
     s.set_defaults(func=_cmd_train)
     _add_simulate_parser(sub)
+    _add_field_parser(sub)
     return p
 
-# %% ../nbs/90_cli.ipynb #36c90ee8
+# %% ../nbs/90_cli.ipynb #926673fc
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `slnb` command; returns the exit status."
     from slnb.io import CubeError

@@ -70,7 +70,7 @@ def pixel_grid(num_pix: int, pixel_scale: float, supersample: int = 1, device=No
     y, x = torch.meshgrid(c, c, indexing='ij')
     return x.to(dtype), y.to(dtype)
 
-# %% ../nbs/11_render.ipynb #50bb3783
+# %% ../nbs/11_render.ipynb #9c74dba4
 def ellipticity_to_phi_q(e1: torch.Tensor, e2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Orientation phi (rad) and axis ratio q of lenstronomy's ellipticity (e1, e2)."
     c = torch.sqrt(e1 ** 2 + e2 ** 2)
@@ -123,10 +123,11 @@ def shear_deflection(x, y, gamma1, gamma2) -> tuple[torch.Tensor, torch.Tensor]:
     g1, g2 = gamma1[:, None], gamma2[:, None]
     return g1 * x + g2 * y, g2 * x - g1 * y
 
-def deflection(x, y, mass: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    "Total deflection (arcsec) of SIE/EPL + shear at points (N, M); the EPL series only where some gamma != 2."
+def deflection(x, y, mass: dict[str, torch.Tensor], epl: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Total deflection (arcsec) of SIE/EPL + shear at points (N, M); the EPL series only where some gamma != 2 (or `epl`)."
     m = mass
-    if bool((m['gamma'] != 2).any()):
+    if epl is None: epl = bool((m['gamma'] != 2).any())
+    if epl:
         ax, ay = epl_deflection(x, y, m['theta_E'], m['gamma'], m['e1'], m['e2'], m['center_x'], m['center_y'])
     else: ax, ay = sie_deflection(x, y, m['theta_E'], m['e1'], m['e2'], m['center_x'], m['center_y'])
     g1, g2 = m['gamma1'][:, None], m['gamma2'][:, None]
@@ -164,12 +165,12 @@ def sersic_profile(x, y, R_sersic, n_sersic, e1, e2, center_x, center_y, ring_ra
     u = r2.clamp_min_(1e-10).log_().mul_(1 / (2 * n)).sub_(torch.log(col(R_sersic).clamp_min(1e-5)) / n).exp_()
     return u.mul_(-bn).add_(bn).exp_()
 
-# %% ../nbs/11_render.ipynb #5fa3b41e
+# %% ../nbs/11_render.ipynb #1f61ecd5
 def _surface_brightness(x, y, mass: dict, light: dict, amp_b, components: tuple[tuple[int, int], ...], lensing: bool,
                         epl: bool, ring: bool) -> torch.Tensor:
     "Sum over components of amp_b[c] * profile_c at x, y; branch-free given its static flags (so torch.compile fuses it)."
     if lensing:                                   # source-plane positions beta = theta - alpha(theta), once per scene
-        ax, ay = deflection(x, y, mass)
+        ax, ay = deflection(x, y, mass, epl)
         bx, by = ax.neg_().add_(x), ay.neg_().add_(y)
     out = None
     for c, plane in components:                   # plane: 0 image plane, 1 source plane, 2 either (per scene)
