@@ -111,7 +111,7 @@ def main():
         for compiled in ([False] if args.no_compile else [False, True]):
             if compiled and not use_compiled_kernel(True): print('  (torch.compile unavailable)'); continue
             for name, refine in variants:
-                r = Renderer(bands, 64, ss, refine, device='cpu', chunk=64)
+                r = Renderer(bands, 64, ss, refine, device='cpu')
                 t0 = time.perf_counter(); r.noiseless(scenes[:64]); warm = time.perf_counter() - t0
                 ms = per_scene_ms(lambda: r.noiseless(scenes), args.n_speed)
                 rows.append((f"slnb ss={ss} {name}{' compiled' if compiled else ''}", ms, ref / ms))

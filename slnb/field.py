@@ -75,7 +75,7 @@ def faint_objects(n_gal: int, n_star: int, bands: list[Band], cfg: FieldConfig, 
     for j, band in enumerate(bands): cat[f'mag_{band.name}'] = np.concatenate([gm[:, j], sm[:, j]])
     return b, cat
 
-# %% ../nbs/12_field.ipynb #e60b5018
+# %% ../nbs/12_field.ipynb #182b7357
 def stamp_origin(p: np.ndarray, stamp: int) -> tuple[np.ndarray, np.ndarray]:
     "Mosaic pixel of each stamp's pixel 0, and the object's offset (pixels) from the stamp centre."
     o = np.floor(p).astype(int) - stamp // 2 + 1
@@ -93,6 +93,9 @@ def shift_scenes(scenes, dx_arcsec: np.ndarray, dy_arcsec: np.ndarray):
     scenes.light['center_y'] += torch.where(lensed, sy[:, None], dy[:, None])
     if scenes.point_xy is not None:
         scenes.point_xy[..., 0] += dx[:, None]; scenes.point_xy[..., 1] += dy[:, None]
+    if scenes.images is not None:
+        p, il = scenes.images.params, scenes.images.params['lensed'] != 0
+        p['center_x'] += torch.where(il, sx, dx); p['center_y'] += torch.where(il, sy, dy)
     return scenes
 
 def paste(mosaic: np.ndarray, stamps: np.ndarray, ox: np.ndarray, oy: np.ndarray) -> None:

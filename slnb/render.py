@@ -17,25 +17,44 @@ from .core import get_device
 from .surveys import FWHM_TO_SIGMA, Band
 
 # %% auto #0
-__all__ = ['MASS_KEYS', 'LIGHT_KEYS', 'POISSON_EXACT_BELOW', 'Scenes', 'scenes_from_numpy', 'pixel_grid', 'ellipticity_to_phi_q',
-           'sie_deflection', 'epl_deflection', 'shear_deflection', 'deflection', 'sersic_b', 'sersic_total_flux',
-           'sersic_amp', 'sersic_profile', 'use_compiled_kernel', 'surface_brightness', 'surface_brightness_grid',
-           'add_point_sources', 'render_unconvolved', 'gaussian_filter_kernel', 'convolution_matrix', 'separable_terms',
-           'PSFKernels', 'psf_kernels_for', 'convolve_bhnw', 'convolve', 'add_noise', 'noise_variance', 'Renderer',
+__all__ = ['MASS_KEYS', 'LIGHT_KEYS', 'IMAGE_KEYS', 'POISSON_EXACT_BELOW', 'ImageSources', 'Scenes', 'scenes_from_numpy',
+           'pixel_grid', 'ellipticity_to_phi_q', 'sie_deflection', 'epl_deflection', 'shear_deflection', 'deflection',
+           'sersic_b', 'sersic_total_flux', 'sersic_amp', 'sersic_profile', 'image_sources_sb', 'use_compiled_kernel',
+           'surface_brightness', 'surface_brightness_grid', 'add_point_sources', 'render_unconvolved',
+           'gaussian_filter_kernel', 'convolution_matrix', 'separable_terms', 'PSFKernels', 'psf_kernels_for',
+           'convolve_bhnw', 'convolve', 'add_noise', 'noise_variance', 'Renderer', 'image_sources_from_numpy',
            'lenstronomy_kwargs', 'render_lenstronomy', 'relative_l2', 'random_sersic_lenses']
 
-# %% ../nbs/11_render.ipynb #cdb33ec6
+# %% ../nbs/11_render.ipynb #ea4633c0
 MASS_KEYS: tuple[str, ...] = ('theta_E', 'gamma', 'e1', 'e2', 'center_x', 'center_y', 'gamma1', 'gamma2')
 LIGHT_KEYS: tuple[str, ...] = ('R_sersic', 'n_sersic', 'e1', 'e2', 'center_x', 'center_y', 'ring_radius', 'lensed')
 
+IMAGE_KEYS: tuple[str, ...] = ('center_x', 'center_y', 'pixel_scale', 'angle', 'lensed')
+
+@dataclass
+class ImageSources:
+    "Pixelised light (real galaxies): shared stamps (K, S, S) each summing to 1; per scene which one (-1: none), where, how big, how bright."
+    stamps: torch.Tensor                  # (K, S, S)
+    index: torch.Tensor                   # (N,) long
+    params: dict[str, torch.Tensor]       # IMAGE_KEYS, each (N,): arcsec, arcsec per stamp pixel, rad, 0/1
+    flux: torch.Tensor                    # (N, B) electron/s
+
+    def to(self, device=None, dtype=torch.float32) -> ImageSources:
+        return ImageSources(self.stamps.to(device, dtype), self.index.to(device),
+                            {k: v.to(device, dtype) for k, v in self.params.items()}, self.flux.to(device, dtype))
+
+    def __getitem__(self, sl) -> ImageSources:
+        return ImageSources(self.stamps, self.index[sl], {k: v[sl] for k, v in self.params.items()}, self.flux[sl])
+
 @dataclass
 class Scenes:
-    "A batch of N scenes: mass (N,), C light components (N, C) with amplitudes (N, C, B) in e/s/arcsec², P point sources."
+    "A batch of N scenes: mass (N,), C light components (N, C) with amplitudes (N, C, B) in e/s/arcsec², P point sources, real images."
     mass: dict[str, torch.Tensor]
     light: dict[str, torch.Tensor]
     amp: torch.Tensor                     # (N, C, B) Sérsic amp, electron/s/arcsec²
     point_xy: torch.Tensor | None = None  # (N, P, 2) arcsec
     point_flux: torch.Tensor | None = None  # (N, P, B) electron/s
+    images: ImageSources | None = None    # at most one pixelised (real) galaxy per scene
 
     def __len__(self) -> int: return self.amp.shape[0]
     @property
@@ -45,13 +64,14 @@ class Scenes:
         "A copy on `device` in `dtype`."
         mv = lambda t: None if t is None else t.to(device=device, dtype=dtype)
         return Scenes({k: mv(v) for k, v in self.mass.items()}, {k: mv(v) for k, v in self.light.items()},
-                      mv(self.amp), mv(self.point_xy), mv(self.point_flux))
+                      mv(self.amp), mv(self.point_xy), mv(self.point_flux),
+                      None if self.images is None else self.images.to(device, dtype))
 
     def __getitem__(self, sl: slice) -> Scenes:
         "The scenes `sl` (a slice or index tensor)."
         cut = lambda t: None if t is None else t[sl]
         return Scenes({k: v[sl] for k, v in self.mass.items()}, {k: v[sl] for k, v in self.light.items()},
-                      self.amp[sl], cut(self.point_xy), cut(self.point_flux))
+                      self.amp[sl], cut(self.point_xy), cut(self.point_flux), cut(self.images))
 
 def scenes_from_numpy(mass: dict, light: dict, amp: np.ndarray, point_xy=None, point_flux=None) -> Scenes:
     "`Scenes` from numpy arrays; missing mass keys default to no lens (theta_E 0, gamma 2), light keys to 0."
@@ -165,10 +185,11 @@ def sersic_profile(x, y, R_sersic, n_sersic, e1, e2, center_x, center_y, ring_ra
     u = r2.clamp_min_(1e-10).log_().mul_(1 / (2 * n)).sub_(torch.log(col(R_sersic).clamp_min(1e-5)) / n).exp_()
     return u.mul_(-bn).add_(bn).exp_()
 
-# %% ../nbs/11_render.ipynb #1f61ecd5
+# %% ../nbs/11_render.ipynb #4edcab25
 def _surface_brightness(x, y, mass: dict, light: dict, amp_b, components: tuple[tuple[int, int], ...], lensing: bool,
-                        epl: bool, ring: bool) -> torch.Tensor:
-    "Sum over components of amp_b[c] * profile_c at x, y; branch-free given its static flags (so torch.compile fuses it)."
+                        epl: bool, ring: bool, pool: int = 1) -> torch.Tensor:
+    "Sum over components of amp_b[c] * profile_c at x, y, averaged over pool x pool blocks of a (B, H*s, N, W*s) grid;\
+ branch-free given its static flags (so torch.compile fuses it)."
     if lensing:                                   # source-plane positions beta = theta - alpha(theta), once per scene
         ax, ay = deflection(x, y, mass, epl)
         bx, by = ax.neg_().add_(x), ay.neg_().add_(y)
@@ -183,7 +204,42 @@ def _surface_brightness(x, y, mass: dict, light: dict, amp_b, components: tuple[
                               light['e2'][:, c], light['center_x'][:, c], light['center_y'][:, c],
                               light['ring_radius'][:, c] if ring else None)
         out = amp_b[c] * prof if out is None else out.addcmul_(amp_b[c], prof)
-    return out
+    return _block_mean(out, pool) if pool > 1 else out
+
+def _block_mean(img: torch.Tensor, s: int) -> torch.Tensor:
+    "Means over s x s blocks of (B, H*s, N, W*s) images: rows then columns, the cheap order for this layout."
+    B, Hs, N, Ws = img.shape
+    return img.reshape(B, Hs // s, s, N * Ws).sum(2).reshape(B, Hs // s, N, Ws // s, s).sum(-1).mul_(1 / s ** 2)
+
+def image_sources_sb(x, y, scenes: Scenes, pool: int = 1) -> torch.Tensor:
+    "Surface brightness (electron/s/arcsec²) of the scenes' pixelised galaxies, bilinearly sampled, in `_surface_brightness`'s layout."
+    img, B = scenes.images, scenes.n_bands
+    p = img.params
+    N = len(img.index)
+    grid = x.dim() == 3                                          # (H, 1, W) grid, else (N, M) points
+    X, Y = (x.expand(-1, N, -1), y.expand(-1, N, -1)) if grid else (x.expand(N, -1), y.expand(N, -1))
+    lensed = p['lensed'] != 0
+    if bool((lensed & (img.index >= 0)).any()):
+        ax, ay = deflection(X, Y, scenes.mass)
+        sel = lensed[None, :, None] if grid else lensed[:, None]
+        X, Y = torch.where(sel, X - ax, X), torch.where(sel, Y - ay, Y)
+    col = (lambda t: t[None, :, None]) if grid else (lambda t: t[:, None])
+    p = dict(p, pixel_scale=torch.where(img.index >= 0, p['pixel_scale'], torch.ones_like(p['pixel_scale'])))   # unused: 1
+    dx, dy = X - col(p['center_x']), Y - col(p['center_y'])
+    c, s = torch.cos(col(p['angle'])), torch.sin(col(p['angle']))
+    S = img.stamps.shape[-1]
+    u = (c * dx + s * dy) / col(p['pixel_scale']) / (S / 2)     # stamp-normalised coordinates in [-1, 1]
+    v = (-s * dx + c * dy) / col(p['pixel_scale']) / (S / 2)
+    if grid: u, v = u.permute(1, 0, 2), v.permute(1, 0, 2)      # (N, H, W)
+    else: u, v = u[:, None, :], v[:, None, :]                  # (N, 1, M)
+    stamps = img.stamps[img.index.clamp_min(0)][:, None]         # (N, 1, S, S)
+    val = F.grid_sample(stamps, torch.stack([u, v], -1), mode='bilinear', padding_mode='zeros', align_corners=False)[:, 0]
+    val = val / (p['pixel_scale'] ** 2)[:, None, None]            # per arcsec²
+    flux = img.flux * (img.index >= 0)[:, None]
+    if grid:
+        out = flux.T[:, None, :, None] * val.permute(1, 0, 2)[None]     # (B, H, N, W)
+        return _block_mean(out, pool) if pool > 1 else out
+    return flux.T[:, :, None] * val[:, 0][None]                   # (B, N, M)
 
 _KERNEL = {'sb': _surface_brightness}
 
@@ -191,27 +247,33 @@ def use_compiled_kernel(on: bool = True) -> bool:
     "Fuse the per-pixel work with `torch.compile` (needs a C++ compiler on CPU); returns whether it is on."
     _KERNEL['sb'] = _surface_brightness
     if on:
-        try: _KERNEL['sb'] = torch.compile(_surface_brightness, dynamic=False, fullgraph=True)
+        try:
+            import torch._dynamo
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)   # shapes x flags
+            _KERNEL['sb'] = torch.compile(_surface_brightness, fullgraph=True)
         except Exception: return False
     return on
 
-def _evaluate(x, y, scenes: Scenes, amp_b: torch.Tensor, shape: tuple) -> torch.Tensor:
-    "Run the (compiled or eager) kernel with its static flags; zeros of `shape` when no component shines."
+def _evaluate(x, y, scenes: Scenes, amp_b: torch.Tensor, shape: tuple, pool: int = 1, scale: float = 1.0) -> torch.Tensor:
+    "Run the (compiled or eager) kernel with its static flags; zeros of `shape` (after pooling) when no component shines."
     L, m = scenes.light, scenes.mass
     active = (scenes.amp != 0).any(dim=(0, 2))
     lensing = bool(((L['lensed'] != 0) & active[None, :]).any()) and bool((m['theta_E'] != 0).any())
     lensed = (L['lensed'] != 0).float().mean(0)
     plane = lambda c: 0 if not lensing or lensed[c] == 0 else 1 if lensed[c] == 1 else 2
     comps = tuple((c, plane(c)) for c in torch.nonzero(active).flatten().tolist())
-    if not comps: return x.new_zeros(shape)
+    if not comps and (scenes.images is None or not bool((scenes.images.index >= 0).any())): return x.new_zeros(shape)
     epl, ring = bool((m['gamma'] != 2).any()), bool((L['ring_radius'] != 0).any())
-    args = (x, y, m, L, amp_b, comps, lensing, epl, ring)
-    try: out = _KERNEL['sb'](*args)
+    args = (x, y, m, L, amp_b, comps, lensing, epl, ring, pool)
+    img = scenes.images
+    real = None if img is None or not bool((img.index >= 0).any()) else scale * image_sources_sb(x, y, scenes, pool)
+    try: out = _KERNEL['sb'](*args) if comps else x.new_zeros(shape)
     except Exception as e:
         if _KERNEL['sb'] is _surface_brightness: raise
         import warnings; warnings.warn(f"compiled renderer failed ({type(e).__name__}: {e}); using eager torch")
         _KERNEL['sb'] = _surface_brightness
         out = _surface_brightness(*args)
+    if real is not None: out = out + real
     return out.expand(shape)
 
 def surface_brightness(x: torch.Tensor, y: torch.Tensor, scenes: Scenes) -> torch.Tensor:
@@ -221,15 +283,17 @@ def surface_brightness(x: torch.Tensor, y: torch.Tensor, scenes: Scenes) -> torc
     return out.permute(1, 0, 2)
 
 def surface_brightness_grid(scenes: Scenes, num_pix: int, pixel_scale: float, supersample: int = 1,
-                            scale: float = 1.0) -> torch.Tensor:
-    "`scale` x surface brightness on the (supersampled) pixel grid, laid out (B, H*s, N, W*s), electron/s/arcsec²."
+                            scale: float = 1.0, pooled: bool = False) -> torch.Tensor:
+    "`scale` x surface brightness on the (supersampled) pixel grid, laid out (B, H*s, N, W*s), or its pixel averages (B, H, N, W) if `pooled`."
     x, y = pixel_grid(num_pix, pixel_scale, supersample, scenes.amp.device, scenes.amp.dtype)
     N, C, B = scenes.amp.shape
     n = num_pix * supersample
     amp_b = scale * scenes.amp.permute(1, 2, 0)[:, :, None, :, None]
-    return _evaluate(x[:, None, :], y[:, None, :], scenes, amp_b, (B, n, N, n))
+    if pooled and supersample > 1:
+        return _evaluate(x[:, None, :], y[:, None, :], scenes, amp_b, (B, num_pix, N, num_pix), supersample, scale)
+    return _evaluate(x[:, None, :], y[:, None, :], scenes, amp_b, (B, n, N, n), scale=scale)
 
-# %% ../nbs/11_render.ipynb #cd514285
+# %% ../nbs/11_render.ipynb #1b9f3bff
 def _shift(a: torch.Tensor, dim: int, step: int) -> torch.Tensor:
     "`a` shifted by one along `dim`, its edge repeated (replicate padding)."
     n = a.shape[dim]
@@ -270,8 +334,7 @@ def render_unconvolved(scenes: Scenes, num_pix: int, pixel_scale: float, supersa
     "Noiseless images before the PSF, laid out (B, H, N, W), electron/s per pixel, with adaptive supersampling."
     N, B, s = len(scenes), scenes.n_bands, supersample
     if s > 1 and refine_fraction >= 1:                                     # full supersampling, as lenstronomy
-        hi = surface_brightness_grid(scenes, num_pix, pixel_scale, s, scale=pixel_scale ** 2)
-        img = hi.reshape(B, num_pix, s, N, num_pix, s).mean((2, 5))
+        img = surface_brightness_grid(scenes, num_pix, pixel_scale, s, scale=pixel_scale ** 2, pooled=True)
     else:                                        # pixel area folded into the amplitudes: electron/s per pixel
         img = surface_brightness_grid(scenes, num_pix, pixel_scale, scale=pixel_scale ** 2).contiguous()
         k = int(round(refine_fraction * num_pix ** 2)) if s > 1 else 0
@@ -365,7 +428,7 @@ def noise_variance(img: torch.Tensor, bands: list[Band]) -> torch.Tensor:
     sig = torch.tensor([b.background_sigma for b in bands], device=img.device, dtype=img.dtype)[:, None, None]
     return sig ** 2 + img.clamp_min(0) / t
 
-# %% ../nbs/11_render.ipynb #39c170d8
+# %% ../nbs/11_render.ipynb #da4bd238
 @dataclass
 class Renderer:
     "Render batches of scenes for `bands` on num_pix x num_pix cutouts: supersampling, PSF, noise."
@@ -374,7 +437,7 @@ class Renderer:
     supersample: int = 3
     refine_fraction: float = 0.25      # fraction of pixels supersampled (1 = all, as lenstronomy)
     device: str | torch.device | None = None
-    chunk: int | None = None           # scenes per chunk (default 16 on CPU, 512 on GPU)
+    chunk: int | None = None           # scenes per chunk (default: ~1e6 evaluation points on a CPU, 1.6e7 on a GPU)
     kernel_size: int | None = None     # for Moffat / pixel PSFs
 
     def __post_init__(self):
@@ -386,7 +449,10 @@ class Renderer:
         self.pixel_scale = scales.pop()
         self.device = get_device(self.device) if not isinstance(self.device, torch.device) else self.device
         self.kernels = psf_kernels_for(self.bands, self.num_pix, self.kernel_size)
-        self.chunk = self.chunk or (512 if self.device.type == 'cuda' else 16)
+        s2 = self.supersample ** 2
+        points = self.num_pix ** 2 * (s2 if self.refine_fraction >= 1 else 1 + self.refine_fraction * (s2 > 1) * s2)
+        # about a million evaluation points per chunk on a CPU (measured best on 2 cores), ten times that on a GPU
+        self.chunk = self.chunk or int(np.clip((2 ** 20 if self.device.type == 'cpu' else 2 ** 24) // points, 16, 4096))
 
     def noiseless(self, scenes: Scenes, extra: torch.Tensor | None = None) -> torch.Tensor:
         "Noiseless PSF-convolved images (N, B, H, W), electron/s, floored at 0; `extra` (N, B, H, W) is added before the PSF."
@@ -409,7 +475,16 @@ class Renderer:
         "A noise realisation of noiseless images."
         return add_noise(noiseless, self.bands, generator)
 
-# %% ../nbs/11_render.ipynb #397b6b39
+# %% ../nbs/11_render.ipynb #7a9df004
+def image_sources_from_numpy(stamps, index, flux, **params) -> ImageSources:
+    "`ImageSources` from numpy: stamps (K, S, S) (normalised here), index (N,), flux (N, B), params of IMAGE_KEYS (N,)."
+    st = torch.as_tensor(np.asarray(stamps, dtype=np.float64))
+    st = st / st.sum((-2, -1), keepdim=True)
+    n = len(index)
+    p = {k: torch.as_tensor(np.broadcast_to(np.asarray(params.get(k, 0.0), dtype=np.float64), (n,)).copy()) for k in IMAGE_KEYS}
+    return ImageSources(st, torch.as_tensor(np.asarray(index), dtype=torch.long), p, torch.as_tensor(np.asarray(flux, dtype=np.float64)))
+
+# %% ../nbs/11_render.ipynb #f5990a8d
 def _lenstronomy_models(band: Band, num_pix: int, supersample: int, epl: bool, n_lens: int, n_src: int):
     "A lenstronomy ImageModel for one band with SIE/EPL + SHEAR and the given numbers of Sérsic components."
     from lenstronomy.Data.psf import PSF
@@ -452,7 +527,7 @@ def render_lenstronomy(scenes: Scenes, bands: list[Band], num_pix: int, supersam
             out[i, j] = cache[key].image(kw, src, ll)
     return out
 
-# %% ../nbs/11_render.ipynb #4641028b
+# %% ../nbs/11_render.ipynb #16024e9b
 def relative_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     "Relative L2 difference |a - b| / |b| per image over the last two axes."
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)

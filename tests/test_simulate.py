@@ -154,3 +154,18 @@ def test_dataset_streams_reproducibly():
     assert img.shape == (3, 64, 64) and par.shape == (7,) and lab.dtype == torch.int64
     loader = torch.utils.data.DataLoader(SimulationDataset(n=8, batch=4, seed=2), batch_size=4)
     assert [x[0].shape for x in loader] == [(4, 3, 64, 64)] * 2
+
+
+def test_real_cosmos_sources_are_lensed(real_data):
+    cfg = PopulationConfig(real_source_fraction=1.0)
+    cube = simulate_cube(6, 'LSST', 'g,r,i', 1.0, seed=1, cfg=cfg, noiseless=True, show_progress=False)
+    assert all(str(k).startswith('cosmos:') for k in cube.catalog['source_kind'])
+    assert np.median(cube.catalog['magnification']) > 1.5 and (cube.catalog['arc_snr'] > 0).all()
+
+
+def test_without_real_data_sources_stay_analytic(monkeypatch, tmp_path):
+    monkeypatch.setenv('SLNB_REAL_DATA', str(tmp_path))
+    import slnb.simulate as sim
+    monkeypatch.setattr(sim, '_REAL_CACHE', {})
+    _, cat = simulate_population(20, LSST, 1.0, rng=0, cfg=PopulationConfig(real_source_fraction=1.0))
+    assert set(cat['source_kind']) <= {'sersic', 'sersic+clumps'}
