@@ -87,14 +87,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=2000, help='scenes for the fidelity test')
     ap.add_argument('--n-speed', type=int, default=1024, help='scenes slnb renders for the timing')
-    ap.add_argument('--n-lenstronomy', type=int, default=150, help='scenes lenstronomy renders for the timing')
+    ap.add_argument('--n-lenstronomy', type=int, default=60, help='scenes lenstronomy renders for each timing')
+    ap.add_argument('--pairs', type=int, default=3, help='back-to-back timing pairs per variant (the ratio is their median)')
+    ap.add_argument('--skip-fidelity', action='store_true')
     ap.add_argument('--no-compile', action='store_true', help='skip the torch.compile variant')
     args = ap.parse_args()
     torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
 
     print(f"\n== fidelity: {args.n} LSST g,r,i lenses (SIE + shear, Sersic lens light and source), supersampling 3")
-    for refine, label in ((1.0, 'full supersampling'), (0.25, 'adaptive (25 % of pixels)')):
+    for refine, label in (() if args.skip_fidelity else ((1.0, 'full supersampling'), (0.25, 'adaptive (25 % of pixels)'))):
         t0 = time.perf_counter(); err = fidelity(args.n, 3, refine)
         print(f"  {label:28s} relative L2: median {np.median(err):.2e}, 99th pct {np.percentile(err, 99):.2e}, "
               f"max {err.max():.2e}   (targets 5e-3, 2e-2; {time.perf_counter() - t0:.0f} s)")
@@ -102,22 +104,30 @@ def main():
     bands = get_survey('LSST').select('g,r,i')
     scenes, _ = simulate_population(args.n_speed, bands, 1.0, np.random.default_rng(1),
                                     PopulationConfig(source='sersic', neighbour_probability=0.0), Distances())
-    print(f"\n== speed: ms per 3-band 64x64 scene (slnb on {args.n_speed} scenes, references on {args.n_lenstronomy})")
+    print(f"\n== speed: ms per 3-band 64x64 scene (slnb on {args.n_speed} scenes, lenstronomy on {args.n_lenstronomy}); "
+          f"each ratio is the median of {args.pairs} back-to-back pairs (slnb, lenstronomy)")
     rows = []
     for ss in (1, 3):
-        ref = lenstronomy_ms(scenes, bands, ss, args.n_lenstronomy)
-        rows.append((f'lenstronomy ss={ss}', ref, 1.0))
         variants = [('full', 1.0)] + ([('adaptive 25%', 0.25)] if ss > 1 else [])
+        refs = []
         for compiled in ([False] if args.no_compile else [False, True]):
             if compiled and not use_compiled_kernel(True): print('  (torch.compile unavailable)'); continue
             for name, refine in variants:
                 r = Renderer(bands, 64, ss, refine, device='cpu')
-                t0 = time.perf_counter(); r.noiseless(scenes[:64]); warm = time.perf_counter() - t0
-                ms = per_scene_ms(lambda: r.noiseless(scenes), args.n_speed)
-                rows.append((f"slnb ss={ss} {name}{' compiled' if compiled else ''}", ms, ref / ms))
-                if compiled: rows[-1] = rows[-1] + (f'first call {warm:.1f} s',)
+                t0 = time.perf_counter(); r.noiseless(scenes[:256]); warm = time.perf_counter() - t0
+                pairs = []
+                for _ in range(args.pairs):
+                    ours = per_scene_ms(lambda: r.noiseless(scenes), args.n_speed, repeat=2)
+                    ref = lenstronomy_ms(scenes, bands, ss, args.n_lenstronomy)
+                    pairs.append((ours, ref)); refs.append(ref)
+                ours, ref = np.median([p[0] for p in pairs]), np.median([p[1] for p in pairs])
+                ratio = np.median([p[1] / p[0] for p in pairs])
+                rows.append((f"slnb ss={ss} {name}{' compiled' if compiled else ''}", ours, ratio)
+                            + ((f'first call {warm:.1f} s',) if compiled else ()))
             use_compiled_kernel(False)
+        rows.insert(len(rows) - len(variants) * (1 if args.no_compile else 2), (f'lenstronomy ss={ss}', float(np.median(refs)), 1.0))
         c = caustics_ms(scenes, bands, ss, min(48, args.n_lenstronomy))
+        ref = lenstronomy_ms(scenes, bands, ss, args.n_lenstronomy)
         rows.append((f'caustics ss={ss}', c, ref / c) if c else (f'caustics ss={ss}', float('nan'), float('nan'), 'not installed'))
     for r in rows:
         print(f"  {r[0]:36s} {r[1]:8.3f} ms   x{r[2]:7.1f} vs lenstronomy" + (f"   ({r[3]})" if len(r) > 3 else ''))

@@ -75,7 +75,7 @@ def _cmd_train(args) -> int:
         getattr(importlib.import_module(mod), fn)(seed=args.seed, device=args.device)
     return 0
 
-# %% ../nbs/90_cli.ipynb #e2166c2f
+# %% ../nbs/90_cli.ipynb #dbefec78
 class UsageError(ValueError):
     "A command-line value that cannot be used; the message says which and why."
 
@@ -103,6 +103,9 @@ def _cmd_simulate(args) -> int:
     _check_fraction('--lens-fraction', args.lens_fraction)
     get_survey(args.survey).select(args.bands)                       # unknown survey / band: clear error now
     out = _check_output(args.output, args.overwrite)
+    if args.compile:
+        from slnb.render import use_compiled_kernel
+        use_compiled_kernel(True)
     cube = simulate_cube(args.n, args.survey, args.bands, args.lens_fraction, args.seed, num_pix=args.size,
                          supersample=args.supersample, refine_fraction=args.refine, source=args.source,
                          noiseless=args.noiseless, variance=args.variance, psf=args.psf, device=args.device)
@@ -129,6 +132,7 @@ def _add_simulate_parser(sub) -> None:
     s.add_argument('--variance', action='store_true', help='add a VARIANCE extension')
     s.add_argument('--psf', action='store_true', help='add a PSF extension')
     s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
+    s.add_argument('--compile', action='store_true', help='fuse the renderer with torch.compile (large N; needs a C++ compiler)')
     s.add_argument('-o', '--output', required=True, metavar='OUT.fits'); s.add_argument('--overwrite', action='store_true')
     s.set_defaults(func=_cmd_simulate)
 

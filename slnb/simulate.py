@@ -394,7 +394,7 @@ def _add_real_source(b: SceneBuilder, rows, s: dict, x, y, galaxies: RealGalaxie
     b.add_image(rows, galaxies.stamps, which, mags, x, y, scale, rng.uniform(0, 2 * np.pi, len(rows)), lensed=True)
     return mags, which
 
-# %% ../nbs/10_simulate.ipynb #58662cf3
+# %% ../nbs/10_simulate.ipynb #73f855c8
 def _polar(r, phi): return r * np.cos(phi), r * np.sin(phi)
 
 def _add_galaxy(b: SceneBuilder, rows, rng, template: str, z, mag, R, n, q, phi, x, y) -> None:
@@ -402,14 +402,15 @@ def _add_galaxy(b: SceneBuilder, rows, rng, template: str, z, mag, R, n, q, phi,
     e1, e2 = _e1e2(q, phi)
     b.add(rows, observed_mags(template, z, mag, b.lam, 0.05, rng), R, n, e1, e2, x, y)
 
-def _add_neighbours(b: SceneBuilder, rows, rng, r_range, tangential: bool = False, mag_range=(22.0, 25.0)) -> None:
-    "A blue galaxy near each row's centre, at a radius in r_range (arcsec); stretched tangentially if asked."
+def _add_neighbours(b: SceneBuilder, rows, rng, r_range, tangential=False, mag_range=(22.0, 25.0)) -> None:
+    "A blue galaxy near each row's centre, at a radius in r_range (arcsec); stretched tangentially where `tangential` (bool or per row)."
     m = len(rows)
     if m == 0: return
     r, phi = rng.uniform(*r_range, m), rng.uniform(0, 2 * np.pi, m)
     x, y = _polar(r, phi)
-    q = rng.uniform(0.2, 0.45, m) if tangential else rng.uniform(0.4, 1.0, m)
-    pa = phi + np.pi / 2 if tangential else rng.uniform(0, np.pi, m)
+    tangential = np.broadcast_to(tangential, (m,))
+    q = np.where(tangential, rng.uniform(0.2, 0.45, m), rng.uniform(0.4, 1.0, m))
+    pa = np.where(tangential, phi + np.pi / 2, rng.uniform(0, np.pi, m))
     _add_galaxy(b, rows, rng, 'SF', rng.uniform(0.4, 2.0, m), rng.uniform(*mag_range, m), rng.uniform(0.1, 0.45, m),
                 rng.uniform(0.5, 1.5, m), q, pa, x, y)
 
@@ -426,7 +427,7 @@ def _add_elliptical(b, rows, rng, cfg, dist) -> dict:
 def _add_elliptical_neighbours(b, rows, rng, cfg, dist) -> dict:
     d = _add_elliptical(b, rows, rng, cfg, dist)
     k = rng.integers(1, 4, len(rows))
-    for j in range(3): _add_neighbours(b, rows[k > j], rng, (0.8, 3.0), tangential=rng.uniform() < 0.5)
+    for j in range(3): _add_neighbours(b, rows[k > j], rng, (0.8, 3.0), tangential=rng.uniform(size=int((k > j).sum())) < 0.5)
     return d
 
 def _add_spiral(b, rows, rng, cfg, dist) -> dict:
