@@ -169,3 +169,21 @@ def test_without_real_data_sources_stay_analytic(monkeypatch, tmp_path):
     monkeypatch.setattr(sim, '_REAL_CACHE', {})
     _, cat = simulate_population(20, LSST, 1.0, rng=0, cfg=PopulationConfig(real_source_fraction=1.0))
     assert set(cat['source_kind']) <= {'sersic', 'sersic+clumps'}
+
+
+def test_a_star_through_a_moffat_psf_is_the_psf():
+    from dataclasses import replace
+    moffat = [replace(b, psf_type='MOFFAT', moffat_beta=2.5) for b in LSST]
+    from slnb.render import scenes_from_numpy
+    sc = scenes_from_numpy({}, {}, np.zeros((1, 1, 3)), point_xy=np.zeros((1, 1, 2)), point_flux=np.full((1, 1, 3), 50.0))
+    img = Renderer(moffat, 33, 1, device='cpu').noiseless(sc).numpy()[0]
+    for j, b in enumerate(moffat):
+        k = b.psf_kernel()                                   # the band's own (larger) kernel, seen through 33 x 33 pixels
+        c = (k.shape[0] - 33) // 2
+        assert np.allclose(img[j] / 50.0, k[c:c + 33, c:c + 33], atol=1e-3 * k.max())
+
+
+def test_renderer_rejects_bad_settings():
+    with pytest.raises(ValueError, match='refine_fraction'): Renderer(LSST, 64, 3, refine_fraction=1.5, device='cpu')
+    with pytest.raises(ValueError, match='supersample'): Renderer(LSST, 64, 0, device='cpu')
+    with pytest.raises(ValueError, match='pixel scale'): Renderer(LSST + get_survey('Euclid').select('VIS'), 64, device='cpu')
