@@ -75,7 +75,7 @@ def _cmd_train(args) -> int:
         getattr(importlib.import_module(mod), fn)(seed=args.seed, device=args.device)
     return 0
 
-# %% ../nbs/90_cli.ipynb #dbefec78
+# %% ../nbs/90_cli.ipynb #1c8502bb
 class UsageError(ValueError):
     "A command-line value that cannot be used; the message says which and why."
 
@@ -100,18 +100,22 @@ def _cmd_simulate(args) -> int:
     from slnb.surveys import get_survey
     if args.n <= 0: raise UsageError(f"--n must be > 0, got {args.n}")
     if args.size < 8: raise UsageError(f"--size must be >= 8 pixels, got {args.size}")
+    if args.batch <= 0: raise UsageError(f"--batch must be > 0, got {args.batch}")
     _check_fraction('--lens-fraction', args.lens_fraction)
     get_survey(args.survey).select(args.bands)                       # unknown survey / band: clear error now
     out = _check_output(args.output, args.overwrite)
     if args.compile:
         from slnb.render import use_compiled_kernel
         use_compiled_kernel(True)
+    partial = out.with_name(out.name + '.partial')              # finished batches: a killed run resumes from them
     cube = simulate_cube(args.n, args.survey, args.bands, args.lens_fraction, args.seed, num_pix=args.size,
                          supersample=args.supersample, refine_fraction=args.refine, source=args.source,
-                         noiseless=args.noiseless, variance=args.variance, psf=args.psf, device=args.device)
+                         noiseless=args.noiseless, variance=args.variance, psf=args.psf, device=args.device,
+                         batch=args.batch, work_dir=partial)
     keep = {k: v for k, v in vars(args).items() if k not in ('func', 'output', 'overwrite', 'verbose', 'settings')}
     cube.catalog.meta['PARAMS'] = json.dumps(keep, sort_keys=True)         # the command's parameters (SPEC section 4)
     write_cube(cube, out, overwrite=args.overwrite)
+    import shutil; shutil.rmtree(partial, ignore_errors=True)
     n_lens = int(cube.catalog['is_lens'].sum())
     print(f"wrote {out}: {len(cube)} cutouts ({n_lens} lenses) of {cube.survey} {','.join(cube.bands)}, "
           f"{args.size}x{args.size} pixels")
@@ -133,6 +137,7 @@ def _add_simulate_parser(sub) -> None:
     s.add_argument('--psf', action='store_true', help='add a PSF extension')
     s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
     s.add_argument('--compile', action='store_true', help='fuse the renderer with torch.compile (large N; needs a C++ compiler)')
+    s.add_argument('--batch', type=int, default=1024, help='cutouts per batch (memory; a killed run resumes by batch)')
     s.add_argument('-o', '--output', required=True, metavar='OUT.fits'); s.add_argument('--overwrite', action='store_true')
     s.set_defaults(func=_cmd_simulate)
 

@@ -187,3 +187,30 @@ def test_renderer_rejects_bad_settings():
     with pytest.raises(ValueError, match='refine_fraction'): Renderer(LSST, 64, 3, refine_fraction=1.5, device='cpu')
     with pytest.raises(ValueError, match='supersample'): Renderer(LSST, 64, 0, device='cpu')
     with pytest.raises(ValueError, match='pixel scale'): Renderer(LSST + get_survey('Euclid').select('VIS'), 64, device='cpu')
+
+
+def test_a_killed_simulation_resumes_with_the_same_result(tmp_path, monkeypatch):
+    import slnb.simulate as sim
+    args = ['simulate', '--n', '12', '--batch', '4', '--seed', '8']
+    assert main(args + ['-o', str(tmp_path/'whole.fits')]) == 0
+    real_observe, calls = sim.observe, {'n': 0}
+    def dies_on_third(*a, **k):
+        calls['n'] += 1
+        if calls['n'] == 3: raise KeyboardInterrupt
+        return real_observe(*a, **k)
+    monkeypatch.setattr(sim, 'observe', dies_on_third)
+    with pytest.raises(KeyboardInterrupt): main(args + ['-o', str(tmp_path/'resumed.fits')])
+    assert not (tmp_path/'resumed.fits').exists()
+    assert sorted(p.name for p in (tmp_path/'resumed.fits.partial').glob('batch_*.ecsv')) == ['batch_00000.ecsv', 'batch_00001.ecsv']
+    calls['n'] = 0
+    assert main(args + ['-o', str(tmp_path/'resumed.fits')]) == 0
+    assert calls['n'] == 1                                     # only the unfinished batch was simulated again
+    assert (tmp_path/'resumed.fits').read_bytes() == (tmp_path/'whole.fits').read_bytes()
+    assert not (tmp_path/'resumed.fits.partial').exists()
+
+
+def test_finished_batches_of_another_simulation_are_not_reused(tmp_path, capsys):
+    from slnb.simulate import simulate_cube
+    simulate_cube(4, seed=1, batch=2, work_dir=tmp_path/'w', show_progress=False)
+    with pytest.raises(FileExistsError, match='different simulation'):
+        simulate_cube(4, seed=2, batch=2, work_dir=tmp_path/'w', show_progress=False)
