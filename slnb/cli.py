@@ -75,7 +75,7 @@ def _cmd_train(args) -> int:
         getattr(importlib.import_module(mod), fn)(seed=args.seed, device=args.device)
     return 0
 
-# %% ../nbs/90_cli.ipynb #1c8502bb
+# %% ../nbs/90_cli.ipynb #d8b0836b
 class UsageError(ValueError):
     "A command-line value that cannot be used; the message says which and why."
 
@@ -98,9 +98,15 @@ def _cmd_simulate(args) -> int:
     from slnb.io import write_cube
     from slnb.simulate import simulate_cube
     from slnb.surveys import get_survey
+    sim = load_settings(args.settings).simulate                       # defaults from settings.ini [simulate]
+    for k, key in (('supersample', 'supersample'), ('refine', 'refine_fraction'), ('lens_fraction', 'lens_fraction'),
+                   ('batch', 'batch')):
+        if getattr(args, k) is None: setattr(args, k, sim[key])
     if args.n <= 0: raise UsageError(f"--n must be > 0, got {args.n}")
     if args.size < 8: raise UsageError(f"--size must be >= 8 pixels, got {args.size}")
     if args.batch <= 0: raise UsageError(f"--batch must be > 0, got {args.batch}")
+    if args.supersample < 1: raise UsageError(f"--supersample must be >= 1, got {args.supersample}")
+    _check_fraction('--refine', args.refine)
     _check_fraction('--lens-fraction', args.lens_fraction)
     get_survey(args.survey).select(args.bands)                       # unknown survey / band: clear error now
     out = _check_output(args.output, args.overwrite)
@@ -125,19 +131,19 @@ def _add_simulate_parser(sub) -> None:
     s = sub.add_parser('simulate', help='simulate lens and non-lens cutouts with their truth catalogue')
     s.add_argument('--survey', default='LSST'); s.add_argument('--bands', default='g,r,i', help='comma list (default g,r,i)')
     s.add_argument('--n', type=int, required=True, help='number of cutouts')
-    s.add_argument('--lens-fraction', type=float, default=0.5, help='fraction of lenses, in [0, 1] (default 0.5)')
+    s.add_argument('--lens-fraction', type=float, default=None, help='fraction of lenses, in [0, 1] (settings: 0.5)')
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--source', choices=('clumpy', 'sersic'), default='clumpy',
                    help="source light: Sérsic + clumps, or a plain Sérsic (adds lenstronomy-terms columns)")
     s.add_argument('--noiseless', action='store_true', help='no noise')
     s.add_argument('--size', type=int, default=64, help='cutout size in pixels (default 64)')
-    s.add_argument('--supersample', type=int, default=3, help='supersampling factor (default 3)')
-    s.add_argument('--refine', type=float, default=0.25, help='fraction of pixels supersampled (1 = all; default 0.25)')
+    s.add_argument('--supersample', type=int, default=None, help='supersampling factor (settings: 3)')
+    s.add_argument('--refine', type=float, default=None, help='fraction of pixels supersampled (1 = all; settings: 0.25)')
     s.add_argument('--variance', action='store_true', help='add a VARIANCE extension')
     s.add_argument('--psf', action='store_true', help='add a PSF extension')
     s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
     s.add_argument('--compile', action='store_true', help='fuse the renderer with torch.compile (large N; needs a C++ compiler)')
-    s.add_argument('--batch', type=int, default=1024, help='cutouts per batch (memory; a killed run resumes by batch)')
+    s.add_argument('--batch', type=int, default=None, help='cutouts per batch (memory; a killed run resumes by batch; settings: 1024)')
     s.add_argument('-o', '--output', required=True, metavar='OUT.fits'); s.add_argument('--overwrite', action='store_true')
     s.set_defaults(func=_cmd_simulate)
 

@@ -214,3 +214,17 @@ def test_finished_batches_of_another_simulation_are_not_reused(tmp_path, capsys)
     simulate_cube(4, seed=1, batch=2, work_dir=tmp_path/'w', show_progress=False)
     with pytest.raises(FileExistsError, match='different simulation'):
         simulate_cube(4, seed=2, batch=2, work_dir=tmp_path/'w', show_progress=False)
+
+
+def test_supersampling_is_a_setting(tmp_path, capsys):
+    ini = tmp_path/'settings.ini'
+    ini.write_text('[simulate]\nsupersample = 2\nrefine_fraction = 1\n')
+    assert main(['--settings', str(ini), 'simulate', '--n', '3', '-o', str(tmp_path/'s.fits')]) == 0
+    h = fits.getheader(tmp_path/'s.fits')
+    assert h['SUPERSMP'] == 2 and h['REFINE'] == 1
+    assert main(['--settings', str(ini), 'simulate', '--n', '3', '--supersample', '4', '-o', str(tmp_path/'t.fits')]) == 0
+    assert fits.getheader(tmp_path/'t.fits')['SUPERSMP'] == 4            # the command line wins
+    ini.write_text('[simulate]\nrefine_fraction = 1.5\n')
+    assert main(['--settings', str(ini), 'simulate', '--n', '3', '-o', str(tmp_path/'u.fits')]) == 2
+    err = capsys.readouterr().err
+    assert 'refine_fraction' in err and '[0, 1]' in err and 'Traceback' not in err
