@@ -75,7 +75,7 @@ def _cmd_train(args) -> int:
         getattr(importlib.import_module(mod), fn)(seed=args.seed, device=args.device)
     return 0
 
-# %% ../nbs/90_cli.ipynb #d8b0836b
+# %% ../nbs/90_cli.ipynb #367e1deb
 class UsageError(ValueError):
     "A command-line value that cannot be used; the message says which and why."
 
@@ -89,6 +89,11 @@ def _check_output(path: str, overwrite: bool) -> Path:
     if not parent.is_dir(): raise UsageError(f"{p}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK): raise UsageError(f"{p}: folder {parent} is not writable")
     return p
+
+def _command_parameters(args) -> str:
+    "The command's parameters as JSON, for the output's metadata (SPEC section 4); not where it writes."
+    keep = {k: v for k, v in vars(args).items() if k not in ('func', 'output', 'overwrite', 'verbose', 'settings')}
+    return json.dumps(keep, sort_keys=True)
 
 def _check_fraction(name: str, v: float) -> float:
     if not 0 <= v <= 1: raise UsageError(f"{name} must be in [0, 1], got {v}")
@@ -118,8 +123,7 @@ def _cmd_simulate(args) -> int:
                          supersample=args.supersample, refine_fraction=args.refine, source=args.source,
                          noiseless=args.noiseless, variance=args.variance, psf=args.psf, device=args.device,
                          batch=args.batch, work_dir=partial)
-    keep = {k: v for k, v in vars(args).items() if k not in ('func', 'output', 'overwrite', 'verbose', 'settings')}
-    cube.catalog.meta['PARAMS'] = json.dumps(keep, sort_keys=True)         # the command's parameters (SPEC section 4)
+    cube.catalog.meta['PARAMS'] = _command_parameters(args)
     write_cube(cube, out, overwrite=args.overwrite)
     import shutil; shutil.rmtree(partial, ignore_errors=True)
     n_lens = int(cube.catalog['is_lens'].sum())
@@ -147,7 +151,7 @@ def _add_simulate_parser(sub) -> None:
     s.add_argument('-o', '--output', required=True, metavar='OUT.fits'); s.add_argument('--overwrite', action='store_true')
     s.set_defaults(func=_cmd_simulate)
 
-# %% ../nbs/90_cli.ipynb #2c180c9d
+# %% ../nbs/90_cli.ipynb #d83047ec
 def _cmd_field(args) -> int:
     from slnb.field import FieldConfig, simulate_field, write_field
     from slnb.surveys import get_survey
@@ -157,8 +161,7 @@ def _cmd_field(args) -> int:
     out = _check_output(args.output, args.overwrite)
     cfg = FieldConfig(lens_fraction=args.lens_fraction, ra=args.ra, dec=args.dec)
     fld = simulate_field(args.survey, args.bands, args.size, args.seed, cfg, device=args.device, noiseless=args.noiseless)
-    keep = {k: v for k, v in vars(args).items() if k not in ('func', 'output', 'overwrite', 'verbose', 'settings')}
-    fld.catalog.meta['PARAMS'] = json.dumps(keep, sort_keys=True)
+    fld.catalog.meta['PARAMS'] = _command_parameters(args)
     write_field(fld, out, overwrite=args.overwrite)
     print(f"wrote {out}: {fld!r}")
     return 0

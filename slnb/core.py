@@ -76,7 +76,7 @@ _FIELD_SCHEMA: dict[str, tuple] = {
     'path': (_as_str, ''), 'n_cutouts': (_as_pos_int, '64'), 'seed': (_as_int, None), 'description': (_as_str, ''),
 }
 
-# %% ../nbs/00_core.ipynb #1e5c617c
+# %% ../nbs/00_core.ipynb #8a2e60d2
 @dataclass(frozen=True)
 class FieldSettings:
     "One survey field of `settings.ini` (`[field:NAME]`)."
@@ -104,8 +104,7 @@ class Settings:
     report_chain: list[str]
     dask_scheduler: str
     fields: dict[str, FieldSettings] = field(default_factory=dict)
-    simulate: dict[str, Any] = field(default_factory=lambda: {'supersample': 3, 'refine_fraction': 0.25,
-                                                               'lens_fraction': 0.5, 'batch': 1024})
+    simulate: dict[str, Any] = field(default_factory=lambda: {k: parse(v) for k, (parse, v) in _SCHEMA['simulate'].items()})
 
     def field(self, name: str) -> FieldSettings:
         "The field called `name`, or a clear error listing the fields there are."
