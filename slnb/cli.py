@@ -75,7 +75,7 @@ def _cmd_train(args) -> int:
         getattr(importlib.import_module(mod), fn)(seed=args.seed, device=args.device)
     return 0
 
-# %% ../nbs/90_cli.ipynb #367e1deb
+# %% ../nbs/90_cli.ipynb #5549de3c
 class UsageError(ValueError):
     "A command-line value that cannot be used; the message says which and why."
 
@@ -105,7 +105,7 @@ def _cmd_simulate(args) -> int:
     from slnb.surveys import get_survey
     sim = load_settings(args.settings).simulate                       # defaults from settings.ini [simulate]
     for k, key in (('supersample', 'supersample'), ('refine', 'refine_fraction'), ('lens_fraction', 'lens_fraction'),
-                   ('batch', 'batch')):
+                   ('batch', 'batch'), ('compile', 'compile')):
         if getattr(args, k) is None: setattr(args, k, sim[key])
     if args.n <= 0: raise UsageError(f"--n must be > 0, got {args.n}")
     if args.size < 8: raise UsageError(f"--size must be >= 8 pixels, got {args.size}")
@@ -115,9 +115,8 @@ def _cmd_simulate(args) -> int:
     _check_fraction('--lens-fraction', args.lens_fraction)
     get_survey(args.survey).select(args.bands)                       # unknown survey / band: clear error now
     out = _check_output(args.output, args.overwrite)
-    if args.compile:
-        from slnb.render import use_compiled_kernel
-        use_compiled_kernel(True)
+    from slnb.render import compile_wanted, use_compiled_kernel
+    if compile_wanted(args.compile, args.n): use_compiled_kernel(True)
     partial = out.with_name(out.name + '.partial')              # finished batches: a killed run resumes from them
     cube = simulate_cube(args.n, args.survey, args.bands, args.lens_fraction, args.seed, num_pix=args.size,
                          supersample=args.supersample, refine_fraction=args.refine, source=args.source,
@@ -146,7 +145,8 @@ def _add_simulate_parser(sub) -> None:
     s.add_argument('--variance', action='store_true', help='add a VARIANCE extension')
     s.add_argument('--psf', action='store_true', help='add a PSF extension')
     s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
-    s.add_argument('--compile', action='store_true', help='fuse the renderer with torch.compile (large N; needs a C++ compiler)')
+    s.add_argument('--compile', choices=('auto', 'on', 'off'), default=None,
+                   help='fuse the renderer with torch.compile: auto = for N >= 5000 where a C++ compiler is found (settings: auto)')
     s.add_argument('--batch', type=int, default=None, help='cutouts per batch (memory; a killed run resumes by batch; settings: 1024)')
     s.add_argument('-o', '--output', required=True, metavar='OUT.fits'); s.add_argument('--overwrite', action='store_true')
     s.set_defaults(func=_cmd_simulate)

@@ -34,7 +34,7 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ''
 
-# %% ../nbs/00_core.ipynb #2a209047
+# %% ../nbs/00_core.ipynb #664bc980
 def _as_list(s: str) -> list[str]: return [w.strip() for w in s.split(',') if w.strip()]
 def _as_pos_int(s: str) -> int:
     v = int(s)
@@ -54,12 +54,16 @@ def _as_fraction(s: str) -> float:
     v = float(s)
     if not 0 <= v <= 1: raise ValueError('must be a number in [0, 1]')
     return v
+def _as_switch(s: str) -> str:
+    s = s.strip().lower()
+    if s not in ('auto', 'on', 'off'): raise ValueError("must be auto, on or off")
+    return s
 def _as_source(s: str) -> str:
     s = s.strip().lower()
     if s not in ('simulate', 'fits'): raise ValueError("must be 'simulate' or 'fits'")
     return s
 
-# %% ../nbs/00_core.ipynb #4fc74736
+# %% ../nbs/00_core.ipynb #5aa9623d
 # section -> key -> (parser, default); a default of None means the key is required
 _SCHEMA: dict[str, dict[str, tuple]] = {
     'slnb': {'survey': (_as_str, 'LSST'), 'bands': (_as_list, 'g,r,i'), 'seed': (_as_int, '42'),
@@ -69,7 +73,8 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     'report': {'chain': (_as_list, '00_survey_overview')},
     'dask': {'scheduler': (_as_str, '')},
     'simulate': {'supersample': (_as_pos_int, '3'), 'refine_fraction': (_as_fraction, '0.25'),
-                 'lens_fraction': (_as_fraction, '0.5'), 'batch': (_as_pos_int, '1024')},
+                 'lens_fraction': (_as_fraction, '0.5'), 'batch': (_as_pos_int, '1024'),
+                 'compile': (_as_switch, 'auto')},
 }
 _FIELD_SCHEMA: dict[str, tuple] = {
     'survey': (_as_str, None), 'bands': (_as_list, None), 'source': (_as_source, 'simulate'),

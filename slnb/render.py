@@ -16,13 +16,15 @@ from .core import get_device
 from .surveys import FWHM_TO_SIGMA, Band
 
 # %% auto #0
-__all__ = ['MASS_KEYS', 'LIGHT_KEYS', 'IMAGE_KEYS', 'POISSON_EXACT_BELOW', 'ImageSources', 'Scenes', 'scenes_from_numpy',
-           'pixel_grid', 'ellipticity_to_phi_q', 'sie_deflection', 'epl_deflection', 'shear_deflection', 'deflection',
-           'sersic_b', 'sersic_total_flux', 'sersic_amp', 'sersic_profile', 'image_sources_sb', 'use_compiled_kernel',
-           'surface_brightness', 'surface_brightness_grid', 'add_point_sources', 'render_unconvolved',
-           'gaussian_filter_kernel', 'convolution_matrix', 'separable_terms', 'PSFKernels', 'psf_kernels_for',
-           'convolve_bhnw', 'convolve', 'add_noise', 'noise_variance', 'Renderer', 'image_sources_from_numpy',
-           'lenstronomy_kwargs', 'render_lenstronomy', 'relative_l2', 'random_sersic_lenses']
+__all__ = ['MASS_KEYS', 'LIGHT_KEYS', 'IMAGE_KEYS', 'SIE_TERMS', 'SERSIC_TERMS', 'COMPILE_AUTO_MIN_SCENES', 'POISSON_EXACT_BELOW',
+           'ImageSources', 'Scenes', 'scenes_from_numpy', 'pixel_grid', 'ellipticity_to_phi_q', 'sie_coefficients',
+           'sie_deflection', 'epl_deflection', 'shear_deflection', 'deflection', 'sersic_b', 'sersic_total_flux',
+           'sersic_amp', 'sersic_coefficients', 'light_coefficients', 'sersic_profile', 'image_sources_sb',
+           'use_compiled_kernel', 'compile_wanted', 'surface_brightness', 'surface_brightness_grid',
+           'add_point_sources', 'render_unconvolved', 'gaussian_filter_kernel', 'convolution_matrix', 'separable_terms',
+           'PSFKernels', 'psf_kernels_for', 'convolve', 'add_noise', 'noise_variance', 'Renderer',
+           'image_sources_from_numpy', 'lenstronomy_kwargs', 'render_lenstronomy', 'relative_l2',
+           'random_sersic_lenses']
 
 # %% ../nbs/11_render.ipynb #ea4633c0
 MASS_KEYS: tuple[str, ...] = ('theta_E', 'gamma', 'e1', 'e2', 'center_x', 'center_y', 'gamma1', 'gamma2')
@@ -89,39 +91,68 @@ def pixel_grid(num_pix: int, pixel_scale: float, supersample: int = 1, device=No
     y, x = torch.meshgrid(c, c, indexing='ij')
     return x.to(dtype), y.to(dtype)
 
-# %% ../nbs/11_render.ipynb #a4e5325a
+# %% ../nbs/11_render.ipynb #3aa5704e
 def ellipticity_to_phi_q(e1: torch.Tensor, e2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Orientation phi (rad) and axis ratio q of lenstronomy's ellipticity (e1, e2)."
     c = torch.sqrt(e1 ** 2 + e2 ** 2)
     return 0.5 * torch.atan2(e2, e1), (1 - c) / (1 + c)
 
-def _to_major_axis(x, y, e1, e2, cx, cy):
-    "Coordinates rotated into the frame of the ellipse's major axis, with the cos and sin of its angle and its axis ratio q."
-    phi, q = ellipticity_to_phi_q(e1, e2)
-    cos, sin = torch.cos(phi)[:, None], torch.sin(phi)[:, None]
-    dx, dy = x - cx[:, None], y - cy[:, None]
-    xr = (dx * cos).addcmul_(dy, sin)                    # in-place steps: no temporaries on the big arrays
-    yr = dy.mul_(cos).addcmul_(dx, -sin)
-    return xr, yr, cos, sin, q[:, None]
+SIE_TERMS: tuple[str, ...] = ('center_x', 'center_y', 'cos', 'sin', 'q', 's', 'b_over_s', 'gamma1', 'gamma2')
+
+def sie_coefficients(mass: dict[str, torch.Tensor]) -> torch.Tensor:
+    "The per-scene constants (N, 9) of the SIE + shear deflection, in the order of `SIE_TERMS` (angles in rad, b in arcsec)."
+    m = mass
+    phi, q = ellipticity_to_phi_q(m['e1'], m['e2'])
+    # s = sqrt(1 - q^2) from |e| directly (exact in float32 even for q -> 1), floored where the series limit applies
+    c = torch.sqrt(m['e1'] ** 2 + m['e2'] ** 2)
+    s = torch.sqrt(4 * c / (1 + c) ** 2).clamp_min(1e-4)
+    return torch.stack([m['center_x'], m['center_y'], torch.cos(phi), torch.sin(phi), q, s,
+                        m['theta_E'] * torch.sqrt(q) / s, m['gamma1'], m['gamma2']], 1)
+
+def _atan(z: torch.Tensor) -> torch.Tensor:
+    "arctan: torch's in eager mode; in compiled code Cephes' atanf (range reduction + degree-9 polynomial, ~1e-7),\
+ all multiply-adds that fuse, a third of the cost of the library call."
+    if not torch.compiler.is_compiling(): return torch.atan(z)
+    a = z.abs()
+    big, mid = a > 2.414213562373095, a > 0.4142135623730950
+    t = torch.where(big, -1.0, torch.where(mid, a - 1, a)) / torch.where(big, a, torch.where(mid, a + 1, 1.0))
+    t2 = t * t
+    p = (((8.05374449538e-2 * t2 - 1.38776856032e-1) * t2 + 1.99777106478e-1) * t2 - 3.33329491539e-1) * t2 * t + t
+    return torch.copysign(p + torch.where(big, math.pi / 2, torch.where(mid, math.pi / 4, 0.0)), z)
+
+def _per_scene(k: torch.Tensor, ndim: int) -> torch.Tensor:
+    "Per-scene constants k (N, K) shaped (N, K, 1, ...) so that each column broadcasts against points with `ndim` dims, scene first."
+    return k.reshape(*k.shape, *(1,) * (ndim - 1))
+
+def _sie_shear(x, y, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "Deflection (arcsec) of SIE + shear at points x, y; `k` is `sie_coefficients` shaped by `_per_scene` for them."
+    cx, cy, cos, sin, q, s, bs, g1, g2 = k.unbind(1)
+    dx, dy = x - cx, y - cy
+    xr = (dx * cos).addcmul_(dy, sin)                    # the major-axis frame; in-place steps: no big temporaries
+    yr = (dy * cos).addcmul_(dx, -sin)
+    psi = (xr * q).square_().addcmul_(yr, yr).sqrt_().clamp_min_(1e-12)
+    fx = _atan(xr.mul_(s).div_(psi)).mul_(bs)
+    fy = yr.mul_(s).div_(psi).clamp_(-1 + 1e-7, 1 - 1e-7).atanh_().mul_(bs)
+    ax = (fx * cos).addcmul_(fy, -sin).addcmul_(x, g1).addcmul_(y, g2)
+    return ax, fx.mul_(sin).addcmul_(fy, cos).addcmul_(x, g2).addcmul_(y, -g1)
 
 def sie_deflection(x, y, theta_E, e1, e2, center_x, center_y) -> tuple[torch.Tensor, torch.Tensor]:
     "Deflection (arcsec) of lenstronomy's SIE at points x, y (N, M) for parameters (N,)."
-    xr, yr, cos, sin, q = _to_major_axis(x, y, e1, e2, center_x, center_y)
-    # sqrt(1 - q^2) from |e| directly (exact in float32 even for q -> 1), floored where the series limit applies
-    c = torch.sqrt(e1 ** 2 + e2 ** 2)[:, None]
-    s = torch.sqrt(4 * c / (1 + c) ** 2).clamp_min(1e-4)
-    b = theta_E[:, None] * torch.sqrt(q)
-    psi = torch.hypot(xr * q, yr).clamp_min_(1e-12)
-    fx = xr.mul_(s).div_(psi).atan_().mul_(b / s)
-    fy = yr.mul_(s).div_(psi).clamp_(-1 + 1e-7, 1 - 1e-7).atanh_().mul_(b / s)
-    ax = (fx * cos).addcmul_(fy, -sin)
-    return ax, fx.mul_(sin).addcmul_(fy, cos)
+    z = torch.zeros_like(theta_E)
+    k = sie_coefficients(dict(theta_E=theta_E, e1=e1, e2=e2, center_x=center_x, center_y=center_y, gamma1=z, gamma2=z))
+    return _sie_shear(x, y, _per_scene(k, x.dim()))
 
-def epl_deflection(x, y, theta_E, gamma, e1, e2, center_x, center_y, tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    "Deflection (arcsec) of lenstronomy's EPL (Tessore & Metcalf 2015 series) at points (N, M) for parameters (N,)."
-    xr, yr, cos, sin, q = _to_major_axis(x, y, e1, e2, center_x, center_y)
-    t = (gamma - 1)[:, None]
-    b = theta_E[:, None] * torch.sqrt(q)
+def epl_deflection(x, y, theta_E, gamma, e1, e2, center_x, center_y, tol: float = 1e-6,
+                   ndim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Deflection (arcsec) of lenstronomy's EPL (Tessore & Metcalf 2015 series) at points (N, M) for parameters (N,);\
+ `ndim`: the points' dims from the scene axis on (default all of x's)."
+    col = lambda t: _per_scene(t, ndim or x.dim())
+    phi, q = ellipticity_to_phi_q(e1, e2)
+    cos, sin, q = col(torch.cos(phi)), col(torch.sin(phi)), col(q)
+    dx, dy = x - col(center_x), y - col(center_y)
+    xr, yr = dx * cos + dy * sin, dy * cos - dx * sin
+    t = col(gamma - 1)
+    b = col(theta_E) * torch.sqrt(q)
     f = (1 - q) / (1 + q)
     zr, zi = q * xr, yr
     R2 = (zr ** 2 + zi ** 2).clamp_min(1e-18)
@@ -137,22 +168,23 @@ def epl_deflection(x, y, theta_E, gamma, e1, e2, center_x, center_y, tol: float 
     fx, fy = scale * (zr * sr - zi * si), scale * (zr * si + zi * sr)
     return cos * fx - sin * fy, sin * fx + cos * fy
 
-def shear_deflection(x, y, gamma1, gamma2) -> tuple[torch.Tensor, torch.Tensor]:
+def shear_deflection(x, y, gamma1, gamma2, ndim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     "Deflection (arcsec) of lenstronomy's SHEAR (origin at 0, 0) at points (N, M) for parameters (N,)."
-    g1, g2 = gamma1[:, None], gamma2[:, None]
+    g1, g2 = _per_scene(gamma1, ndim or x.dim()), _per_scene(gamma2, ndim or x.dim())
     return g1 * x + g2 * y, g2 * x - g1 * y
 
-def deflection(x, y, mass: dict[str, torch.Tensor], epl: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    "Total deflection (arcsec) of SIE/EPL + shear at points (N, M); the EPL series only where some gamma != 2 (or `epl`)."
-    m = mass
+def deflection(x, y, mass: dict[str, torch.Tensor], epl: bool | None = None,
+               ndim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Total deflection (arcsec) of SIE/EPL + shear at points (N, ...); the EPL series only where some gamma != 2 (or `epl`);\
+ `ndim`: the points' dims from the scene axis on (default all of x's; one fewer behind a sub-pixel axis)."
+    m, ndim = mass, ndim or x.dim()
     if epl is None: epl = bool((m['gamma'] != 2).any())
-    if epl:
-        ax, ay = epl_deflection(x, y, m['theta_E'], m['gamma'], m['e1'], m['e2'], m['center_x'], m['center_y'])
-    else: ax, ay = sie_deflection(x, y, m['theta_E'], m['e1'], m['e2'], m['center_x'], m['center_y'])
-    g1, g2 = m['gamma1'][:, None], m['gamma2'][:, None]
-    return ax.addcmul_(x, g1).addcmul_(y, g2), ay.addcmul_(x, g2).addcmul_(y, -g1)     # plus the external shear
+    if not epl: return _sie_shear(x, y, _per_scene(sie_coefficients(m), ndim))
+    ax, ay = epl_deflection(x, y, m['theta_E'], m['gamma'], m['e1'], m['e2'], m['center_x'], m['center_y'], ndim=ndim)
+    sx, sy = shear_deflection(x, y, m['gamma1'], m['gamma2'], ndim)
+    return ax + sx, ay + sy
 
-# %% ../nbs/11_render.ipynb #4c7d2fe7
+# %% ../nbs/11_render.ipynb #668c8adc
 def sersic_b(n):
     "lenstronomy's approximation b_n = 1.9992 n - 0.3271 (floored at 1e-5)."
     return (1.9992 * n - 0.3271).clamp_min(1e-5) if torch.is_tensor(n) else np.maximum(1.9992 * np.asarray(n) - 0.3271, 1e-5)
@@ -167,78 +199,96 @@ def sersic_amp(flux, R_sersic, n_sersic):
     "lenstronomy `amp` (flux/arcsec²) of an elliptical Sérsic whose total flux is `flux`."
     return flux / sersic_total_flux(1.0, R_sersic, n_sersic)
 
-def sersic_profile(x, y, R_sersic, n_sersic, e1, e2, center_x, center_y, ring_radius=None) -> torch.Tensor:
-    "Unit-amplitude elliptical Sérsic at points x, y (N, M) for parameters (N,); `ring_radius` (N,) makes a ring."
-    col = lambda t: t[:, None]
-    e1, e2 = col(e1), col(e2)
+SERSIC_TERMS: tuple[str, ...] = ('center_x', 'center_y', 'a', 'b', 'c', 'inv_2n', 'log_R_over_n', 'b_n', 'ring_radius')
+
+def sersic_coefficients(R_sersic, n_sersic, e1, e2, center_x, center_y, ring_radius=None) -> torch.Tensor:
+    "The per-scene constants (N, 9) of elliptical Sérsic profiles with parameters (N,), in the order of `SERSIC_TERMS`."
     norm = (1 - e1 ** 2 - e2 ** 2).abs().clamp_min(1e-6)
     # lenstronomy's R^2 = A dx^2 + B dx dy + C dy^2, written (a dx + b dy)^2 + (c dy)^2 (its Cholesky form)
     A, B, C = ((1 - e1) ** 2 + e2 ** 2) / norm, -4 * e2 / norm, ((1 + e1) ** 2 + e2 ** 2) / norm
     a = torch.sqrt(A); b = B / (2 * a); c = torch.sqrt((C - b ** 2).clamp_min(0))
-    dx, dy = x - col(center_x), y - col(center_y)
-    u = dx.mul_(a).addcmul_(dy, b)
+    # (R/R_s)^(1/n) = exp(log R^2 / 2n - log R_s / n); R_s floored at lenstronomy's 1e-5 arcsec
+    log_R_n = torch.log(R_sersic.clamp_min(1e-5)) / n_sersic
+    ring = torch.zeros_like(a) if ring_radius is None else ring_radius
+    return torch.stack([center_x, center_y, a, b, c, 1 / (2 * n_sersic), log_R_n, sersic_b(n_sersic), ring], 1)
+
+def light_coefficients(light: dict[str, torch.Tensor]) -> torch.Tensor:
+    "`sersic_coefficients` of every light component of a batch: (C, N, 9)."
+    return torch.stack([sersic_coefficients(*(light[k][:, c] for k in LIGHT_KEYS[:7]))
+                        for c in range(light['R_sersic'].shape[1])])
+
+def _sersic(x, y, k: torch.Tensor, ring: bool = False) -> torch.Tensor:
+    "Unit-amplitude Sérsic at points x, y; `k` is `sersic_coefficients` shaped by `_per_scene` for them."
+    cx, cy, a, b, c, inv_2n, log_R_n, bn, ring_radius = k.unbind(1)
+    dx, dy = x - cx, y - cy
+    u = (dx * a).addcmul_(dy, b)
     r2 = u.mul_(u).addcmul_(dy.mul_(c), dy)                  # in-place steps: no temporaries on the big arrays
-    if ring_radius is not None: r2 = r2.sqrt_().sub_(col(ring_radius)).square_()
-    n, bn = col(n_sersic), col(sersic_b(n_sersic))
-    # (R/R_s)^(1/n) = exp((log R^2 - 2 log R_s) / 2n); R floored at lenstronomy's 1e-5 arcsec
-    u = r2.clamp_min_(1e-10).log_().mul_(1 / (2 * n)).sub_(torch.log(col(R_sersic).clamp_min(1e-5)) / n).exp_()
+    if ring: r2 = r2.sqrt_().sub_(ring_radius).square_()
+    u = r2.clamp_min_(1e-10).log_().mul_(inv_2n).sub_(log_R_n).exp_()      # (R/R_s)^(1/n), R floored at 1e-5 arcsec
     return u.mul_(-bn).add_(bn).exp_()
 
-# %% ../nbs/11_render.ipynb #2e7e54e5
-def _surface_brightness(x, y, mass: dict, light: dict, amp_b, components: tuple[tuple[int, int], ...], lensing: bool,
-                        epl: bool, ring: bool, pool: int = 1) -> torch.Tensor:
-    "Sum over components of amp_b[c] * profile_c at x, y, averaged over pool x pool blocks of a (B, H*s, N, W*s) grid;\
- branch-free given its static flags (so torch.compile fuses it)."
+def sersic_profile(x, y, R_sersic, n_sersic, e1, e2, center_x, center_y, ring_radius=None) -> torch.Tensor:
+    "Unit-amplitude elliptical Sérsic at points x, y (N, M) for parameters (N,); `ring_radius` (N,) makes a ring."
+    k = sersic_coefficients(R_sersic, n_sersic, e1, e2, center_x, center_y, ring_radius)
+    return _sersic(x, y, _per_scene(k, x.dim()), ring_radius is not None)
+
+# %% ../nbs/11_render.ipynb #47c98718
+def _surface_brightness(x, y, mass: dict, k_mass: torch.Tensor, k_light: torch.Tensor, lensed: torch.Tensor, amp_b,
+                        components: tuple[tuple[int, int], ...], lensing: bool, epl: bool, ring: bool,
+                        pool: bool = False) -> torch.Tensor:
+    "Sum over components of amp_b[c] (N, B, 1, ...) x profile_c at x, y: (N, B, ...); with `pool`, each profile is first\
+ averaged over the leading (sub-pixel) axis of x, y. Per-scene constants come precomputed, so a compiled kernel does\
+ per-point work only."
     if lensing:                                   # source-plane positions beta = theta - alpha(theta), once per scene
-        ax, ay = deflection(x, y, mass, epl)
+        ax, ay = deflection(x, y, mass, True, x.dim() - pool) if epl else _sie_shear(x, y, k_mass)
         bx, by = ax.neg_().add_(x), ay.neg_().add_(y)
     out = None
     for c, plane in components:                   # plane: 0 image plane, 1 source plane, 2 either (per scene)
         if plane == 1: xc, yc = bx, by
         elif plane == 2:
-            lc = light['lensed'][:, c:c + 1] != 0
+            lc = lensed[:, c] != 0                  # (N, 1, ...)
             xc, yc = torch.where(lc, bx, x), torch.where(lc, by, y)
         else: xc, yc = x, y
-        prof = sersic_profile(xc, yc, light['R_sersic'][:, c], light['n_sersic'][:, c], light['e1'][:, c],
-                              light['e2'][:, c], light['center_x'][:, c], light['center_y'][:, c],
-                              light['ring_radius'][:, c] if ring else None)
+        prof = _sersic(xc, yc, k_light[c], ring)
+        if pool: prof = prof.mean(0)              # one band-free average per component: the bands mix after it
+        prof = prof.unsqueeze(1)                  # (N, 1, ...): the band axis
         out = amp_b[c] * prof if out is None else out.addcmul_(amp_b[c], prof)
-    return _block_mean(out, pool) if pool > 1 else out
+    return out
 
-def _block_mean(img: torch.Tensor, s: int) -> torch.Tensor:
-    "Means over s x s blocks of (B, H*s, N, W*s) images: rows then columns, the cheap order for this layout."
-    B, Hs, N, Ws = img.shape
-    return img.reshape(B, Hs // s, s, N * Ws).sum(2).reshape(B, Hs // s, N, Ws // s, s).sum(-1).mul_(1 / s ** 2)
-
-def image_sources_sb(x, y, scenes: Scenes, pool: int = 1) -> torch.Tensor:
-    "Surface brightness (electron/s/arcsec²) of the scenes' pixelised galaxies, bilinearly sampled, in `_surface_brightness`'s layout."
+def image_sources_sb(x, y, scenes: Scenes, pool: bool = False) -> torch.Tensor:
+    "Surface brightness (electron/s/arcsec²) of the scenes' pixelised galaxies, bilinearly sampled: (N, B, H, W) on a\
+ (1, H, W) grid, (N, B, M) at (N, M) points; with `pool`, averaged over a leading sub-pixel axis of x, y."
+    if pool and x.dim() == 4:                                    # (S, 1, H, W) sub-pixel grids
+        S, _, H, W = x.shape
+        out = image_sources_sb(x.reshape(1, S * H, W), y.reshape(1, S * H, W), scenes)
+        return out.reshape(*out.shape[:2], S, H, W).mean(2)
+    if pool:                                                     # (S, N, k) sub-pixel points
+        S, N, k = x.shape
+        out = image_sources_sb(x.permute(1, 0, 2).reshape(N, -1), y.permute(1, 0, 2).reshape(N, -1), scenes)
+        return out.reshape(N, -1, S, k).mean(2)
     img = scenes.images
     p = img.params
     N = len(img.index)
-    grid = x.dim() == 3                                          # (H, 1, W) grid, else (N, M) points
-    X, Y = (x.expand(-1, N, -1), y.expand(-1, N, -1)) if grid else (x.expand(N, -1), y.expand(N, -1))
+    points = x.dim() == 2
+    X, Y = (x[:, None], y[:, None]) if points else (x, y)       # (N or 1, h, w)
+    X, Y = X.expand(N, *X.shape[1:]), Y.expand(N, *Y.shape[1:])
     lensed = p['lensed'] != 0
     if bool((lensed & (img.index >= 0)).any()):
         ax, ay = deflection(X, Y, scenes.mass)
-        sel = lensed[None, :, None] if grid else lensed[:, None]
+        sel = lensed[:, None, None]
         X, Y = torch.where(sel, X - ax, X), torch.where(sel, Y - ay, Y)
-    col = (lambda t: t[None, :, None]) if grid else (lambda t: t[:, None])
-    p = dict(p, pixel_scale=torch.where(img.index >= 0, p['pixel_scale'], torch.ones_like(p['pixel_scale'])))   # unused: 1
+    col = lambda t: t[:, None, None]
+    scale = torch.where(img.index >= 0, p['pixel_scale'], torch.ones_like(p['pixel_scale']))   # unused slots: 1
     dx, dy = X - col(p['center_x']), Y - col(p['center_y'])
     c, s = torch.cos(col(p['angle'])), torch.sin(col(p['angle']))
     S = img.stamps.shape[-1]
-    u = (c * dx + s * dy) / col(p['pixel_scale']) / (S / 2)     # stamp-normalised coordinates in [-1, 1]
-    v = (-s * dx + c * dy) / col(p['pixel_scale']) / (S / 2)
-    if grid: u, v = u.permute(1, 0, 2), v.permute(1, 0, 2)      # (N, H, W)
-    else: u, v = u[:, None, :], v[:, None, :]                  # (N, 1, M)
+    u = (c * dx + s * dy) / col(scale) / (S / 2)                # stamp-normalised coordinates in [-1, 1]
+    v = (-s * dx + c * dy) / col(scale) / (S / 2)
     stamps = img.stamps[img.index.clamp_min(0)][:, None]         # (N, 1, S, S)
-    val = F.grid_sample(stamps, torch.stack([u, v], -1), mode='bilinear', padding_mode='zeros', align_corners=False)[:, 0]
-    val = val / (p['pixel_scale'] ** 2)[:, None, None]            # per arcsec²
-    flux = img.flux * (img.index >= 0)[:, None]
-    if grid:
-        out = flux.T[:, None, :, None] * val.permute(1, 0, 2)[None]     # (B, H, N, W)
-        return _block_mean(out, pool) if pool > 1 else out
-    return flux.T[:, :, None] * val[:, 0][None]                   # (B, N, M)
+    val = F.grid_sample(stamps, torch.stack([u, v], -1), mode='bilinear', padding_mode='zeros', align_corners=False)
+    flux = img.flux * (img.index >= 0)[:, None] / (scale ** 2)[:, None]     # per arcsec²
+    out = flux[:, :, None, None] * val                           # (N, B, h, w)
+    return out[:, :, 0] if points else out
 
 _KERNEL = {'sb': _surface_brightness}
 
@@ -253,7 +303,16 @@ def use_compiled_kernel(on: bool = True) -> bool:
         except Exception: return False
     return on
 
-def _evaluate(x, y, scenes: Scenes, amp_b: torch.Tensor, shape: tuple, pool: int = 1, scale: float = 1.0) -> torch.Tensor:
+COMPILE_AUTO_MIN_SCENES: int = 5000   # below this, compiling (5-30 s once per shape) costs more than it saves
+
+def compile_wanted(mode: str, n_scenes: int) -> bool:
+    "Whether to fuse the renderer for `n_scenes`: mode 'on', 'off', or 'auto' (on for >= 5000 scenes where a C++ compiler is found)."
+    if mode not in ('auto', 'on', 'off'): raise ValueError(f"compile must be auto, on or off, got {mode!r}")
+    if mode != 'auto': return mode == 'on'
+    import shutil
+    return n_scenes >= COMPILE_AUTO_MIN_SCENES and any(shutil.which(c) for c in ('c++', 'g++', 'clang++'))
+
+def _evaluate(x, y, scenes: Scenes, amp_b: torch.Tensor, shape: tuple, pool: bool = False, scale: float = 1.0) -> torch.Tensor:
     "Run the (compiled or eager) kernel with its static flags; zeros of `shape` (after pooling) when no component shines."
     L, m = scenes.light, scenes.mass
     active = (scenes.amp != 0).any(dim=(0, 2))
@@ -263,7 +322,10 @@ def _evaluate(x, y, scenes: Scenes, amp_b: torch.Tensor, shape: tuple, pool: int
     comps = tuple((c, plane(c)) for c in torch.nonzero(active).flatten().tolist())
     if not comps and (scenes.images is None or not bool((scenes.images.index >= 0).any())): return x.new_zeros(shape)
     epl, ring = bool((m['gamma'] != 2).any()), bool((L['ring_radius'] != 0).any())
-    args = (x, y, m, L, amp_b, comps, lensing, epl, ring, pool)
+    ndim = x.dim() - pool                                  # the points' dims after the sub-pixel axis, scene first
+    k_mass = None if epl else _per_scene(sie_coefficients(m), ndim)
+    k_light = _per_scene(light_coefficients(L).transpose(0, 1), ndim).transpose(0, 1)       # (C, N, 9, 1, ...)
+    args = (x, y, m, k_mass, k_light, _per_scene(L['lensed'], ndim), amp_b, comps, lensing, epl, ring, pool)
     img = scenes.images
     real = None if img is None or not bool((img.index >= 0).any()) else scale * image_sources_sb(x, y, scenes, pool)
     try: out = _KERNEL['sb'](*args) if comps else x.new_zeros(shape)
@@ -275,34 +337,30 @@ def _evaluate(x, y, scenes: Scenes, amp_b: torch.Tensor, shape: tuple, pool: int
     if real is not None: out = out + real
     return out.expand(shape)
 
+def _band_amplitudes(scenes: Scenes, ndim: int, scale: float = 1.0) -> torch.Tensor:
+    "scale x the amplitudes (C, N, B, 1, ...), shaped for profiles with `ndim` dims, scene first."
+    a = scale * scenes.amp.permute(1, 0, 2)
+    return a.reshape(*a.shape, *(1,) * (ndim - 1))
+
 def surface_brightness(x: torch.Tensor, y: torch.Tensor, scenes: Scenes) -> torch.Tensor:
     "Surface brightness (electron/s/arcsec²) of each scene in each band at points x, y (N, M): (N, B, M)."
     N, C, B = scenes.amp.shape
-    out = _evaluate(x, y, scenes, scenes.amp.permute(1, 2, 0)[..., None], (B, N, x.shape[-1]))
-    return out.permute(1, 0, 2)
+    return _evaluate(x, y, scenes, _band_amplitudes(scenes, 2), (N, B, x.shape[-1]))
 
 def surface_brightness_grid(scenes: Scenes, num_pix: int, pixel_scale: float, supersample: int = 1,
                             scale: float = 1.0, pooled: bool = False) -> torch.Tensor:
-    "`scale` x surface brightness on the (supersampled) pixel grid, laid out (B, H*s, N, W*s), or its pixel averages (B, H, N, W) if `pooled`."
-    x, y = pixel_grid(num_pix, pixel_scale, supersample, scenes.amp.device, scenes.amp.dtype)
+    "`scale` x surface brightness (N, B, H*s, W*s) on the (supersampled) pixel grid, or its pixel averages (N, B, H, W) if `pooled`."
     N, C, B = scenes.amp.shape
+    dev, dt = scenes.amp.device, scenes.amp.dtype
+    amp_b = _band_amplitudes(scenes, 3, scale)
+    if pooled and supersample > 1:                # s^2 shifted copies of the pixel grid, averaged inside the kernel
+        x, y = pixel_grid(num_pix, pixel_scale, 1, dev, dt)
+        ox, oy = _subpixel_offsets(supersample, pixel_scale, dev, dt)
+        xs, ys = x + ox[:, None, None, None], y + oy[:, None, None, None]        # (s*s, 1, H, W)
+        return _evaluate(xs, ys, scenes, amp_b, (N, B, num_pix, num_pix), True, scale)
+    x, y = pixel_grid(num_pix, pixel_scale, supersample, dev, dt)
     n = num_pix * supersample
-    amp_b = scale * scenes.amp.permute(1, 2, 0)[:, :, None, :, None]
-    if pooled and supersample > 1:
-        return _evaluate(x[:, None, :], y[:, None, :], scenes, amp_b, (B, num_pix, N, num_pix), supersample, scale)
-    return _evaluate(x[:, None, :], y[:, None, :], scenes, amp_b, (B, n, N, n), scale=scale)
-
-# %% ../nbs/11_render.ipynb #1b9f3bff
-def _shift(a: torch.Tensor, dim: int, step: int) -> torch.Tensor:
-    "`a` shifted by one along `dim`, its edge repeated (replicate padding)."
-    n = a.shape[dim]
-    return torch.cat([a.narrow(dim, 0, 1), a.narrow(dim, 0, n - 1)], dim) if step > 0 else \
-        torch.cat([a.narrow(dim, 1, n - 1), a.narrow(dim, n - 1, 1)], dim)
-
-def _laplacian_score(img: torch.Tensor) -> torch.Tensor:
-    "Sum over bands of |discrete Laplacian| of (B, H, N, W) images: (N, H*W)."
-    lap = 4 * img - _shift(img, 1, 1) - _shift(img, 1, -1) - _shift(img, 3, 1) - _shift(img, 3, -1)
-    return lap.abs().sum(0).permute(1, 0, 2).reshape(img.shape[2], -1)
+    return _evaluate(x[None], y[None], scenes, amp_b, (N, B, n, n), scale=scale)
 
 def _subpixel_offsets(supersample: int, pixel_scale: float, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     "Offsets (arcsec) of the s x s sub-pixel centres from a pixel centre, each (s*s,)."
@@ -310,27 +368,39 @@ def _subpixel_offsets(supersample: int, pixel_scale: float, device, dtype) -> tu
     oy, ox = torch.meshgrid(o, o, indexing='ij')
     return ox.flatten().to(dtype), oy.flatten().to(dtype)
 
+# %% ../nbs/11_render.ipynb #68a05054
+def _shift(a: torch.Tensor, dim: int, step: int) -> torch.Tensor:
+    "`a` shifted by one along `dim`, its edge repeated (replicate padding)."
+    n = a.shape[dim]
+    return torch.cat([a.narrow(dim, 0, 1), a.narrow(dim, 0, n - 1)], dim) if step > 0 else \
+        torch.cat([a.narrow(dim, 1, n - 1), a.narrow(dim, n - 1, 1)], dim)
+
+def _laplacian_score(img: torch.Tensor) -> torch.Tensor:
+    "Sum over bands of |discrete Laplacian| of (N, B, H, W) images: (N, H*W)."
+    lap = 4 * img - _shift(img, 2, 1) - _shift(img, 2, -1) - _shift(img, 3, 1) - _shift(img, 3, -1)
+    return lap.abs().sum(1).flatten(1)
+
 def add_point_sources(img: torch.Tensor, scenes: Scenes, pixel_scale: float) -> torch.Tensor:
-    "Add each scene's point sources (flux electron/s) to images (B, H, N, W) in electron/s, split bilinearly."
+    "Add each scene's point sources (flux electron/s) to images (N, B, H, W) in electron/s, split bilinearly."
     if scenes.point_xy is None or scenes.point_xy.shape[1] == 0 or not bool((scenes.point_flux != 0).any()): return img
-    B, H, N, W = img.shape
-    col = scenes.point_xy[..., 0] / pixel_scale + (W - 1) / 2
+    N, B, H, W = img.shape
+    col = scenes.point_xy[..., 0] / pixel_scale + (W - 1) / 2                 # (N, P)
     row = scenes.point_xy[..., 1] / pixel_scale + (H - 1) / 2
     c0, r0 = torch.floor(col), torch.floor(row)
-    n_idx = torch.arange(N, device=img.device)[:, None].expand_as(col)
-    b_idx = torch.arange(B, device=img.device)[:, None, None].expand(B, *col.shape)
-    flux = scenes.point_flux.permute(2, 0, 1)                                  # (B, N, P)
+    n_idx = torch.arange(N, device=img.device)[:, None, None].expand(-1, B, col.shape[1])
+    b_idx = torch.arange(B, device=img.device)[None, :, None].expand_as(n_idx)
+    flux = scenes.point_flux.transpose(1, 2)                                   # (N, B, P)
     for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1)):
         w = (1 - (col - c0 - dc).abs()) * (1 - (row - r0 - dr).abs())
         r, c = (r0 + dr).long(), (c0 + dc).long()
         ok = (r >= 0) & (r < H) & (c >= 0) & (c < W)
-        idx = (b_idx, r.clamp(0, H - 1).expand(B, -1, -1), n_idx.expand(B, -1, -1), c.clamp(0, W - 1).expand(B, -1, -1))
-        img.index_put_(idx, flux * (w * ok), accumulate=True)
+        idx = (n_idx, b_idx, r.clamp(0, H - 1)[:, None].expand_as(n_idx), c.clamp(0, W - 1)[:, None].expand_as(n_idx))
+        img.index_put_(idx, flux * (w * ok)[:, None], accumulate=True)
     return img
 
 def render_unconvolved(scenes: Scenes, num_pix: int, pixel_scale: float, supersample: int = 1,
                        refine_fraction: float = 0.25) -> torch.Tensor:
-    "Noiseless images before the PSF, laid out (B, H, N, W), electron/s per pixel, with adaptive supersampling."
+    "Noiseless images (N, B, H, W) before the PSF, electron/s per pixel, with adaptive supersampling."
     N, B, s = len(scenes), scenes.n_bands, supersample
     if s > 1 and refine_fraction >= 1:                                     # full supersampling, as lenstronomy
         img = surface_brightness_grid(scenes, num_pix, pixel_scale, s, scale=pixel_scale ** 2, pooled=True)
@@ -341,13 +411,14 @@ def render_unconvolved(scenes: Scenes, num_pix: int, pixel_scale: float, supersa
             idx = torch.topk(_laplacian_score(img), k, dim=1).indices                  # (N, k) flat pixel index
             r, c = idx // num_pix, idx % num_pix
             ox, oy = _subpixel_offsets(s, pixel_scale, img.device, img.dtype)
-            xs = (((c - (num_pix - 1) / 2) * pixel_scale)[..., None] + ox).reshape(N, -1)
-            ys = (((r - (num_pix - 1) / 2) * pixel_scale)[..., None] + oy).reshape(N, -1)
-            sub = surface_brightness(xs.to(img.dtype), ys.to(img.dtype), scenes).reshape(N, B, k, -1).mean(-1)
-            img[:, r, torch.arange(N, device=img.device)[:, None], c] = sub.permute(1, 0, 2) * pixel_scale ** 2
+            xs = ((c - (num_pix - 1) / 2) * pixel_scale).to(img.dtype) + ox[:, None, None]     # (s*s, N, k)
+            ys = ((r - (num_pix - 1) / 2) * pixel_scale).to(img.dtype) + oy[:, None, None]
+            amp_b = _band_amplitudes(scenes, 2, pixel_scale ** 2)
+            sub = _evaluate(xs, ys, scenes, amp_b, (N, B, k), True, pixel_scale ** 2)       # (N, B, k) pixel means
+            img[torch.arange(N, device=img.device)[:, None], :, r, c] = sub.transpose(1, 2)
     return add_point_sources(img, scenes, pixel_scale)
 
-# %% ../nbs/11_render.ipynb #54b4a825
+# %% ../nbs/11_render.ipynb #47f875e8
 def gaussian_filter_kernel(sigma_pix: float, truncate: float = 5.0) -> np.ndarray:
     "The 1-D kernel of `scipy.ndimage.gaussian_filter` for sigma (pixels) and truncation (sigmas)."
     r = int(truncate * sigma_pix + 0.5)
@@ -393,20 +464,14 @@ def psf_kernels_for(bands: list[Band], num_pix: int, kernel_size: int | None = N
             rows[i, j], cols[i, j] = convolution_matrix(kc, num_pix), convolution_matrix(kr, num_pix)
     return PSFKernels(rows, cols)
 
-def convolve_bhnw(img: torch.Tensor, kernels: PSFKernels) -> torch.Tensor:
-    "Images laid out (B, H, N, W) convolved band by band (edges extended as lenstronomy), as two copy-free products."
+def convolve(img: torch.Tensor, kernels: PSFKernels) -> torch.Tensor:
+    "Images (N, B, H, W) convolved band by band, edges extended by their nearest pixel (as lenstronomy): two batched products per term."
     rows, cols = kernels.to_torch(img.device, img.dtype)
-    B, H, N, W = img.shape
     out = None
     for j in range(rows.shape[1]):
-        t = img.reshape(B, H * N, W) @ cols[:, j].transpose(-1, -2)             # along x
-        t = (rows[:, j] @ t.reshape(B, H, N * W)).reshape(B, H, N, W)           # along y
-        out = t if out is None else out + t
+        t = rows[:, j] @ (img @ cols[:, j].transpose(-1, -2))          # along x, then along y; batched over scenes
+        out = t if out is None else out.add_(t)
     return out
-
-def convolve(img: torch.Tensor, kernels: PSFKernels) -> torch.Tensor:
-    "Images (N, B, H, W) convolved band by band, edges extended by their nearest pixel (as lenstronomy)."
-    return convolve_bhnw(img.permute(1, 2, 0, 3).contiguous(), kernels).permute(2, 0, 1, 3)
 
 # %% ../nbs/11_render.ipynb #b280c2bd
 POISSON_EXACT_BELOW: float = 50.0     # expected counts below which the shot noise is drawn exactly
@@ -431,7 +496,7 @@ def noise_variance(img: torch.Tensor, bands: list[Band]) -> torch.Tensor:
     t, sig = _exposure_and_background(bands, img)
     return sig ** 2 + img.clamp_min(0) / t
 
-# %% ../nbs/11_render.ipynb #da4bd238
+# %% ../nbs/11_render.ipynb #90991f64
 @dataclass
 class Renderer:
     "Render batches of scenes for `bands` on num_pix x num_pix cutouts: supersampling, PSF, noise."
@@ -470,8 +535,8 @@ class Renderer:
             raw = render_unconvolved(scenes[i:i + self.chunk], self.num_pix, self.pixel_scale, self.supersample,
                                      self.refine_fraction)
             rows = slice(i, i + self.chunk) if order is None else order[i:i + self.chunk].to(self.device)
-            if extra is not None: raw = raw + extra[rows].to(raw).permute(1, 2, 0, 3)
-            out[rows] = convolve_bhnw(raw, self.kernels).permute(2, 0, 1, 3)
+            if extra is not None: raw = raw + extra[rows].to(raw)
+            out[rows] = convolve(raw, self.kernels)
         return out.clamp_min_(0)
 
     def noisy(self, noiseless: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

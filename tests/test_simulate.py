@@ -228,3 +228,40 @@ def test_supersampling_is_a_setting(tmp_path, capsys):
     assert main(['--settings', str(ini), 'simulate', '--n', '3', '-o', str(tmp_path/'u.fits')]) == 2
     err = capsys.readouterr().err
     assert 'refine_fraction' in err and '[0, 1]' in err and 'Traceback' not in err
+
+
+def test_compiled_renderer_matches_eager_and_lenstronomy():
+    import shutil
+    import slnb.render as R
+    if not any(shutil.which(c) for c in ('c++', 'g++', 'clang++')): pytest.skip('torch.compile needs a C++ compiler')
+    scenes = random_sersic_lenses(6, 3, rng=6)
+    r = Renderer(LSST, 32, 3, refine_fraction=1.0, device='cpu')
+    eager = r.noiseless(scenes).numpy()
+    try:
+        assert R.use_compiled_kernel(True)
+        fused = r.noiseless(scenes).numpy()
+        z = torch.linspace(-60, 60, 100001)
+        fast_atan = torch.compile(R._atan, fullgraph=True)(z)
+    finally: R.use_compiled_kernel(False)
+    assert (fast_atan - torch.atan(z)).abs().max() < 3e-7               # the fused polynomial arctangent
+    assert relative_l2(fused, eager).max() < 1e-5
+    assert relative_l2(fused, render_lenstronomy(scenes, LSST, 32, supersample=3)).max() < 1e-5
+
+
+def test_compile_setting(tmp_path, capsys):
+    from slnb.render import compile_wanted
+    assert compile_wanted('on', 1) and not compile_wanted('off', 10 ** 6) and not compile_wanted('auto', 10)
+    with pytest.raises(ValueError, match='auto, on or off'): compile_wanted('yes', 10)
+    ini = tmp_path/'settings.ini'
+    ini.write_text('[simulate]\ncompile = maybe\n')
+    assert main(['--settings', str(ini), 'simulate', '--n', '3', '-o', str(tmp_path/'s.fits')]) == 2
+    assert 'compile' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('refine', [1.0, 0.25])
+def test_epl_lenses_equal_lenstronomy(refine):
+    scenes = random_sersic_lenses(4, 3, rng=2)
+    scenes.mass['gamma'] = torch.tensor([1.8, 1.95, 2.1, 2.25], dtype=torch.float64)
+    ref = render_lenstronomy(scenes, LSST, 48, supersample=2)
+    err = relative_l2(Renderer(LSST, 48, 2, refine_fraction=refine, device='cpu').noiseless(scenes).numpy(), ref)
+    assert err.max() < (1e-4 if refine == 1 else 2e-2)
