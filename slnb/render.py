@@ -418,7 +418,7 @@ def render_unconvolved(scenes: Scenes, num_pix: int, pixel_scale: float, supersa
             img[torch.arange(N, device=img.device)[:, None], :, r, c] = sub.transpose(1, 2)
     return add_point_sources(img, scenes, pixel_scale)
 
-# %% ../nbs/11_render.ipynb #47f875e8
+# %% ../nbs/11_render.ipynb #f8199269
 def gaussian_filter_kernel(sigma_pix: float, truncate: float = 5.0) -> np.ndarray:
     "The 1-D kernel of `scipy.ndimage.gaussian_filter` for sigma (pixels) and truncation (sigmas)."
     r = int(truncate * sigma_pix + 0.5)
@@ -464,13 +464,15 @@ def psf_kernels_for(bands: list[Band], num_pix: int, kernel_size: int | None = N
             rows[i, j], cols[i, j] = convolution_matrix(kc, num_pix), convolution_matrix(kr, num_pix)
     return PSFKernels(rows, cols)
 
-def convolve(img: torch.Tensor, kernels: PSFKernels) -> torch.Tensor:
-    "Images (N, B, H, W) convolved band by band, edges extended by their nearest pixel (as lenstronomy): two batched products per term."
+def convolve(img: torch.Tensor, kernels: PSFKernels, out: torch.Tensor | None = None) -> torch.Tensor:
+    "Images (N, B, H, W) convolved band by band, edges extended by their nearest pixel (as lenstronomy): two batched\
+ products per term, the last written into `out` if given (a contiguous (N, B, H, W) block: no copy)."
     rows, cols = kernels.to_torch(img.device, img.dtype)
-    out = None
-    for j in range(rows.shape[1]):
-        t = rows[:, j] @ (img @ cols[:, j].transpose(-1, -2))          # along x, then along y; batched over scenes
-        out = t if out is None else out.add_(t)
+    R = rows.shape[1]
+    for j in range(R):
+        t = img @ cols[:, j].transpose(-1, -2)                        # along x, batched over scenes
+        if j == 0: out = torch.matmul(rows[:, j], t, out=out)         # along y
+        else: out.add_(rows[:, j] @ t)
     return out
 
 # %% ../nbs/11_render.ipynb #b280c2bd
@@ -496,7 +498,7 @@ def noise_variance(img: torch.Tensor, bands: list[Band]) -> torch.Tensor:
     t, sig = _exposure_and_background(bands, img)
     return sig ** 2 + img.clamp_min(0) / t
 
-# %% ../nbs/11_render.ipynb #90991f64
+# %% ../nbs/11_render.ipynb #497a432f
 @dataclass
 class Renderer:
     "Render batches of scenes for `bands` on num_pix x num_pix cutouts: supersampling, PSF, noise."
@@ -505,7 +507,7 @@ class Renderer:
     supersample: int = 3
     refine_fraction: float = 0.25      # fraction of pixels supersampled (1 = all, as lenstronomy)
     device: str | torch.device | None = None
-    chunk: int | None = None           # scenes per chunk (default: ~1e6 evaluation points on a CPU, 1.6e7 on a GPU)
+    chunk: int | None = None           # scenes per chunk (default: `auto_chunk`, when rendering)
     kernel_size: int | None = None     # for Moffat / pixel PSFs
 
     def __post_init__(self):
@@ -517,10 +519,15 @@ class Renderer:
         self.pixel_scale = scales.pop()
         self.device = get_device(self.device) if not isinstance(self.device, torch.device) else self.device
         self.kernels = psf_kernels_for(self.bands, self.num_pix, self.kernel_size)
-        s2 = self.supersample ** 2
+
+    def auto_chunk(self) -> int:
+        "Scenes per chunk, as measured best on 2 CPU cores: ~1e6 evaluation points eager, ~5e5 pixels compiled\
+ (its kernel averages sub-pixels without storing them); ten times more on a GPU."
+        s2, gpu = self.supersample ** 2, self.device.type != 'cpu'
+        if _KERNEL['sb'] is not _surface_brightness:
+            return int(np.clip((2 ** 22 if gpu else 2 ** 19) // self.num_pix ** 2 // max(1, s2 // 9), 16, 4096))
         points = self.num_pix ** 2 * (s2 if self.refine_fraction >= 1 else 1 + self.refine_fraction * (s2 > 1) * s2)
-        # about a million evaluation points per chunk on a CPU (measured best on 2 cores), ten times that on a GPU
-        self.chunk = self.chunk or int(np.clip((2 ** 20 if self.device.type == 'cpu' else 2 ** 24) // points, 16, 4096))
+        return int(np.clip((2 ** 24 if gpu else 2 ** 20) // points, 16, 4096))
 
     def noiseless(self, scenes: Scenes, extra: torch.Tensor | None = None) -> torch.Tensor:
         "Noiseless PSF-convolved images (N, B, H, W), electron/s, floored at 0; `extra` (N, B, H, W) is added before the PSF."
@@ -530,13 +537,15 @@ class Renderer:
         n_comp = (scenes.amp != 0).any(2).sum(1)
         order = torch.argsort(n_comp, stable=True) if bool((n_comp != n_comp[0]).any()) else None
         scenes = (scenes if order is None else scenes[order]).to(self.device)
+        chunk = self.chunk or self.auto_chunk()
         out = torch.empty(len(scenes), len(self.bands), self.num_pix, self.num_pix, device=self.device)
-        for i in range(0, len(scenes), self.chunk):
-            raw = render_unconvolved(scenes[i:i + self.chunk], self.num_pix, self.pixel_scale, self.supersample,
+        for i in range(0, len(scenes), chunk):
+            raw = render_unconvolved(scenes[i:i + chunk], self.num_pix, self.pixel_scale, self.supersample,
                                      self.refine_fraction)
-            rows = slice(i, i + self.chunk) if order is None else order[i:i + self.chunk].to(self.device)
+            rows = slice(i, i + chunk) if order is None else order[i:i + chunk].to(self.device)
             if extra is not None: raw = raw + extra[rows].to(raw)
-            out[rows] = convolve(raw, self.kernels)
+            if order is None: convolve(raw, self.kernels, out=out[rows])       # straight into place
+            else: out[rows] = convolve(raw, self.kernels)
         return out.clamp_min_(0)
 
     def noisy(self, noiseless: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
