@@ -75,7 +75,7 @@ def make_cube(images: np.ndarray, survey: str, bands: list[str] | str, catalog: 
                 zero_points={b.name: b.zero_point for b in bb}, catalog=catalog,
                 extensions={k.upper(): np.asarray(v) for k, v in extensions.items()})
 
-# %% ../nbs/02_io.ipynb #a478ee8a
+# %% ../nbs/02_io.ipynb #e29b3565
 def _check_finite(path, hdu: str, a: np.ndarray) -> None:
     "Raise if `a` has NaN or inf, saying how many and where the first one is."
     bad = ~np.isfinite(a)
@@ -85,15 +85,15 @@ def _check_finite(path, hdu: str, a: np.ndarray) -> None:
                         f"{int(bad.sum())} NaN/inf pixels, first at index {first} (N, B, row, col); set bad pixels "
                         "to 0 and flag them in a MASK extension")
 
-def _check_images(path, images: np.ndarray) -> None:
-    "The primary array: 4 dimensions, floating point, finite, not empty."
+def _check_images(path, images: np.ndarray, finite: bool = True) -> None:
+    "The primary array: 4 dimensions, floating point, finite (if `finite`), not empty."
     if images is None: raise CubeError(path, 'PRIMARY', 'primary HDU must hold the image array', 'it has no data')
     if images.ndim != 4:
         raise CubeError(path, 'PRIMARY', 'image array must have 4 dimensions (N, B, H, W)', f"got shape {images.shape}")
     if 0 in images.shape: raise CubeError(path, 'PRIMARY', 'image array must not be empty', f"got shape {images.shape}")
     if not np.issubdtype(images.dtype, np.floating):
         raise CubeError(path, 'PRIMARY', 'image array must be floating point (float32)', f"got {images.dtype}")
-    _check_finite(path, 'PRIMARY', images)
+    if finite: _check_finite(path, 'PRIMARY', images)
 
 # %% ../nbs/02_io.ipynb #990af838
 def _check_survey(path, survey: str, bands: list[str], zero_points: dict, pixel_scale: float, n_bands: int) -> None:
@@ -218,7 +218,7 @@ def _open_fits(path: Path) -> fits.HDUList:
                             ' '.join(str(w.message).split()))
     return hl
 
-# %% ../nbs/02_io.ipynb #53c2d68c
+# %% ../nbs/02_io.ipynb #0e2f8ce2
 def _required_keyword(path, header: fits.Header, key: str):
     "A primary-header keyword, or an error naming it."
     if key not in header: raise CubeError(path, 'PRIMARY', f'missing keyword {key}', 'required by SPEC section 3')
@@ -230,12 +230,14 @@ def _read_catalog_hdu(hdu: fits.BinTableHDU) -> Table:
     for k in ('EXTNAME', 'CHECKSUM', 'DATASUM'): t.meta.pop(k, None)
     return t
 
-def read_cube(path: str | os.PathLike) -> Cube:
-    "Read and validate a cutout cube; any rule broken raises `CubeError` naming the file, HDU and rule."
+def read_cube(path: str | os.PathLike, nonfinite: str = 'raise') -> Cube:
+    "Read and validate a cutout cube; any rule broken raises `CubeError` naming the file, HDU and rule. NaN/inf\
+ pixels raise, or with `nonfinite='mask'` become 0 and are flagged in MASK (with a warning), for stages that cope."
+    if nonfinite not in ('raise', 'mask'): raise ValueError(f"nonfinite must be 'raise' or 'mask', got {nonfinite!r}")
     path = Path(path)
     with _open_fits(path) as hl:
         h, images = hl[0].header, hl[0].data
-        _check_images(path, images)
+        _check_images(path, images, finite=nonfinite == 'raise')
         survey = str(_required_keyword(path, h, 'SURVEY'))
         bands = [b.strip() for b in str(_required_keyword(path, h, 'BANDS')).split(',') if b.strip()]
         pixel_scale = _required_keyword(path, h, 'PIXSCALE')
@@ -257,6 +259,12 @@ def read_cube(path: str | os.PathLike) -> Cube:
                 catalog=cat, extensions=ext, header=extra, path=path)
     _check_catalog(path, cat, images.shape[0])
     _check_extensions(path, ext, images.shape, images.shape[1])
+    bad = ~np.isfinite(cube.images)
+    if bad.any():                                   # only with nonfinite='mask'
+        import warnings
+        warnings.warn(f"{path}: {int(bad.sum())} NaN/inf pixels in {int(bad.any((1, 2, 3)).sum())} cutouts set to 0 and masked")
+        cube.images = np.where(bad, 0, cube.images).astype(np.float32)
+        cube.extensions['MASK'] = (cube.extensions.get('MASK', np.zeros(bad.shape, np.uint8)) | bad).astype(np.uint8)
     return cube
 
 # %% ../nbs/02_io.ipynb #9d5204a3

@@ -71,6 +71,8 @@ def test_bad_settings_file_is_reported(tmp_path, capsys):
     assert "unknown key 'survey_name'" in capsys.readouterr().err
 
 
-def test_train_without_models(capsys):
-    assert main(['train', '--all']) == 0
-    assert 'no trainable models are registered yet' in capsys.readouterr().out
+def test_train_needs_known_models(capsys):
+    assert main(['train']) == 2
+    assert 'detect-lsst-gri' in capsys.readouterr().err
+    assert main(['train', 'detect-lsst-gry']) == 2
+    assert "did you mean 'detect-lsst-gri'" in capsys.readouterr().err
