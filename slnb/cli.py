@@ -180,13 +180,14 @@ def _add_field_parser(sub) -> None:
     s.add_argument('-o', '--output', required=True, metavar='FIELD.fits'); s.add_argument('--overwrite', action='store_true')
     s.set_defaults(func=_cmd_field)
 
-# %% ../nbs/90_cli.ipynb #deee2701
+# %% ../nbs/90_cli.ipynb #5c34b123
 def _cmd_detect(args) -> int:
     from slnb.detect import NoWeightsError, detect_cube
     from slnb.io import write_catalog
     if args.batch <= 0: raise UsageError(f"--batch must be > 0, got {args.batch}")
     out = _check_output(args.output, args.overwrite)
-    try: table, folder = detect_cube(args.input, args.weights, args.batch, args.device, args.scheduler)
+    root = load_settings(args.settings).paths['weights']
+    try: table, folder = detect_cube(args.input, args.weights, args.batch, args.device, args.scheduler, root=root)
     except NoWeightsError as e: raise UsageError(str(e)) from None
     write_catalog(table, out, 'detection', weights=folder.name, parameters=json.loads(_command_parameters(args)))
     n = len(table); top = int((table['p_lens'] > 0.5).sum())

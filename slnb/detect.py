@@ -20,12 +20,12 @@ from .core import atomic_path, get_device, progress
 from .surveys import Band, get_survey
 
 # %% auto #0
-__all__ = ['FINDER_SIZES', 'HARD_NEGATIVES', 'SHIPPED_FINDERS', 'band_noise', 'normalise', 'PreActBlock', 'LensFinder',
-           'make_finder', 'count_flops', 'roc_curve', 'roc_auc', 'tpr_at_false_positives', 'fpr_at_tpr',
+__all__ = ['FINDER_SIZES', 'HARD_NEGATIVES', 'COMPILE_MIN_CUTOUTS', 'SHIPPED_FINDERS', 'band_noise', 'normalise', 'PreActBlock',
+           'LensFinder', 'make_finder', 'count_flops', 'roc_curve', 'roc_auc', 'tpr_at_false_positives', 'fpr_at_tpr',
            'finder_metrics', 'binned_metrics', 'dihedral', 'random_dihedral', 'shift_and_blur', 'add_training_noise',
            'augment', 'TrainingPool', 'FinderConfig', 'fit_temperature', 'finder_logits', 'validation_set',
            'train_finder', 'NoWeightsError', 'finder_name', 'weights_root', 'save_finder', 'load_finder', 'find_finder',
-           'lens_probability', 'train_shipped_finder', 'detect_cube']
+           'lens_probability', 'train_shipped_finder', 'detect_cube', 'plot_finder_performance']
 
 # %% ../nbs/40_detect.ipynb #8e097f67
 def band_noise(bands: list[Band]) -> torch.Tensor:
@@ -240,7 +240,7 @@ class TrainingPool:
         idx = torch.randint(0, self.size, (n,), generator=gen)
         return augment(self.clean[idx].float(), self.bands, gen), self.label[idx]
 
-# %% ../nbs/40_detect.ipynb #ca425ca5
+# %% ../nbs/40_detect.ipynb #dfa57f13
 @dataclass
 class FinderConfig:
     "A lens-finder training run (sizes in cutouts)."
@@ -273,16 +273,21 @@ def fit_temperature(logits, labels) -> float:
     nll = lambda logT: float(F.binary_cross_entropy_with_logits(z / math.exp(logT), y))
     return float(math.exp(minimize_scalar(nll, bounds=(-4, 4), method='bounded').x))
 
-@torch.no_grad()
+COMPILE_MIN_CUTOUTS: int = 20000     # score with a compiled model from this many cutouts on (compiling takes ~20 s)
+
+@torch.inference_mode()
 def finder_logits(model: nn.Module, images, sigma: torch.Tensor, batch: int = 256, device=None,
-                  show_progress: bool = False) -> np.ndarray:
-    "Logits (N,) of images (N, B, H, W) in electron/s, scored in batches."
+                  show_progress: bool = False, compile: bool | None = None) -> np.ndarray:
+    "Logits (N,) of images (N, B, H, W) in electron/s, scored in batches (channels-last; compiled for large N)."
     device = get_device(device) if not isinstance(device, torch.device) else device
     model = model.to(device, memory_format=torch.channels_last).eval()
+    if compile is None: compile = len(images) >= COMPILE_MIN_CUTOUTS
+    fast = torch.compile(model, dynamic=False) if compile and _compiled(model) is not model else model
     out = np.empty(len(images), np.float32)
     for i in progress(range(0, len(images), batch), desc='score', disable=not show_progress):
         x = torch.as_tensor(np.asarray(images[i:i + batch]), dtype=torch.float32, device=device)
-        out[i:i + batch] = model(normalise(x, sigma.to(device)).contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+        x = normalise(x, sigma.to(device)).contiguous(memory_format=torch.channels_last)
+        out[i:i + batch] = (fast if len(x) == batch else model)(x).float().cpu().numpy()   # one compiled shape
     return out
 
 def validation_set(bands: list[Band], n: int, seed: int, num_pix: int = 64, lens_fraction: float = 0.5,
@@ -335,7 +340,7 @@ def train_finder(cfg: FinderConfig, device=None, show_progress: bool = True) -> 
                 train_seconds=round(time.time() - t0), slnb_version=__version__, torch_version=torch.__version__)
     return model.cpu().eval(), card
 
-# %% ../nbs/40_detect.ipynb #9d35720f
+# %% ../nbs/40_detect.ipynb #8afa2684
 class NoWeightsError(LookupError):
     "No shipped weights fit the survey and bands asked for; the message lists those there are."
 
@@ -376,9 +381,9 @@ def find_finder(survey: str, bands: list[str] | str, root: str | Path | None = N
                          f"in {root}; shipped: {', '.join(have) or 'none'} (train with `slnb train {folder.name}`)")
 
 def lens_probability(model: nn.Module, card: dict, images, batch: int = 256, device=None,
-                     show_progress: bool = False) -> np.ndarray:
+                     show_progress: bool = False, compile: bool | None = None) -> np.ndarray:
     "Calibrated lens probabilities (N,) of cutouts (N, B, H, W) in electron/s, bands in the card's order."
-    logits = finder_logits(model, images, torch.tensor(card['noise_sigma']), batch, device, show_progress)
+    logits = finder_logits(model, images, torch.tensor(card['noise_sigma']), batch, device, show_progress, compile)
     return 1 / (1 + np.exp(-logits.astype(np.float64) / card['temperature']))
 
 # %% ../nbs/40_detect.ipynb #2ea1084a
@@ -402,7 +407,7 @@ def train_shipped_finder(name: str, seed: int | None = None, device=None, steps:
           f"{v['n_nonlenses']} non-lenses (validation), T = {card['temperature']:.3f}, {card['train_seconds']} s")
     return folder
 
-# %% ../nbs/40_detect.ipynb #ebd819d7
+# %% ../nbs/40_detect.ipynb #9b5d5d05
 def _band_order(card: dict, survey: str, bands: list[str], where: str) -> list[int]:
     "Indices of the card's bands among the cube's, or a NoWeightsError saying what does not fit."
     if survey.lower() != card['survey'].lower():
@@ -431,13 +436,14 @@ def _score_on_dask(path: Path, folder: Path, order: list[int], n: int, scheduler
         return np.concatenate(client.gather(futures))
 
 def detect_cube(path: str | Path, weights: str | Path | None = None, batch: int = 256, device=None,
-                scheduler: str | None = None, show_progress: bool = True):
-    "A SPEC detection table (id, p_lens) for a cube file, and the weights folder used."
+                scheduler: str | None = None, show_progress: bool = True, root: str | Path | None = None):
+    "A SPEC detection table (id, p_lens) for a cube file, and the weights folder used (`weights`, else the shipped\
+ one for the cube's survey and bands under `root`, default the settings' weights folder)."
     from astropy.table import Table
     from slnb.io import read_cube
     path = Path(path)
     cube = read_cube(path, nonfinite='mask')
-    folder = Path(weights) if weights else find_finder(cube.survey, cube.bands)
+    folder = Path(weights) if weights else find_finder(cube.survey, cube.bands, root)
     model, card = load_finder(folder, device)
     order = _band_order(card, cube.survey, cube.bands, str(path))
     if scheduler:                                  # workers read the file; NaN pixels become 0 there too
@@ -445,3 +451,33 @@ def detect_cube(path: str | Path, weights: str | Path | None = None, batch: int 
     else: p = lens_probability(model, card, cube.images[:, order], batch, device, show_progress)
     ids = cube.catalog['id'] if cube.catalog is not None and 'id' in cube.catalog.colnames else np.arange(len(cube))
     return Table({'id': np.asarray(ids, dtype=np.int64), 'p_lens': p}), folder
+
+# %% ../nbs/40_detect.ipynb #88c77b1a
+def plot_finder_performance(p_lens, labels, catalog, fpr_level: float = 1e-2, title: str = ''):
+    "ROC (log FPR), TPR at `fpr_level` by theta_E and by arc S/N, and a reliability diagram; returns the figure."
+    import matplotlib.pyplot as plt
+    p, y = np.asarray(p_lens, float), np.asarray(labels, bool)
+    fpr, tpr, thr = roc_curve(p, y)
+    cut = thr[np.searchsorted(fpr, fpr_level, side='right') - 1]        # the threshold with FPR <= fpr_level
+    m = finder_metrics(p, y)
+    fig, ax = plt.subplots(1, 4, figsize=(16, 3.6))
+    ax[0].plot(np.maximum(fpr, 0.5 / (~y).sum()), tpr, 'k-')
+    ax[0].set(xscale='log', xlabel='false-positive rate', ylabel='true-positive rate',
+              title=f"AUC {m['auc']:.4f}  TPR0 {m['tpr0']:.2f}  TPR10 {m['tpr10']:.2f}")
+    ax[0].axhline(0.75, color='0.7', lw=0.8); ax[0].axvline(m['fpr_at_tpr75'], color='0.7', lw=0.8)
+    for a, key, edges, label in ((ax[1], 'theta_E', np.array([0.5, 0.8, 1.1, 1.5, 2.0, 3.0]), 'theta_E (arcsec)'),
+                                 (ax[2], 'arc_snr', np.array([10, 20, 40, 80, 160, 1e4]), 'arc S/N')):
+        v = np.asarray(catalog[key], float)[y]
+        idx = np.digitize(v, edges) - 1
+        rate = [np.mean(p[y][idx == i] > cut) if np.any(idx == i) else np.nan for i in range(len(edges) - 1)]
+        centres = np.sqrt(edges[:-1] * np.minimum(edges[1:], edges[:-1] * 4))
+        a.plot(centres, rate, 'o-k'); a.set(xscale='log', xlabel=label, ylabel=f'TPR at FPR {fpr_level:g}', ylim=(0, 1.02))
+        a.xaxis.set_minor_formatter(plt.NullFormatter())
+    bins = np.linspace(0, 1, 11); idx = np.clip(np.digitize(p, bins) - 1, 0, 9)
+    frac = [y[idx == i].mean() if np.any(idx == i) else np.nan for i in range(10)]
+    mean_p = [p[idx == i].mean() if np.any(idx == i) else np.nan for i in range(10)]
+    ax[3].plot([0, 1], [0, 1], color='0.7'); ax[3].plot(mean_p, frac, 'o-k')
+    ax[3].set(xlabel='p_lens', ylabel='fraction of lenses', title='reliability')
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig
