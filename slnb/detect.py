@@ -147,9 +147,14 @@ def binned_metrics(scores, labels, values, edges) -> list[dict]:
         rows.append(dict(lo=lo, hi=hi, **finder_metrics(s[keep], y[keep])))
     return rows
 
-# %% ../nbs/40_detect.ipynb #00a0881b
+# %% ../nbs/40_detect.ipynb #4ce6bdbb
 HARD_NEGATIVES: dict[str, float] = dict(elliptical=0.12, elliptical_neighbours=0.24, spiral=0.12, clumpy_disk=0.1,
                                         ring=0.12, merger=0.1, pair=0.1, edge_on=0.07, star=0.03)
+
+def _detectable(catalog, min_arc_snr: float) -> np.ndarray:
+    "Rows to keep as examples: every non-lens, and the lenses whose arc S/N reaches `min_arc_snr`."
+    lens = np.asarray(catalog['is_lens'], bool)
+    return ~lens | (np.nan_to_num(np.asarray(catalog['arc_snr'], float)) >= min_arc_snr)
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     "The k-th (0-7) of the 8 rotations and flips of images (..., H, W)."
@@ -194,7 +199,7 @@ def augment(clean: torch.Tensor, bands: list[Band], gen: torch.Generator) -> tor
     depth = torch.exp(torch.empty(N).uniform_(math.log(0.8), math.log(1.25), generator=gen))
     return add_training_noise(x, bands, depth, gen)
 
-# %% ../nbs/40_detect.ipynb #2e1ab528
+# %% ../nbs/40_detect.ipynb #b6b72fba
 class TrainingPool:
     "Noiseless simulated cutouts for training, replaced slice by slice from an endless seeded stream."
     def __init__(self, bands: list[Band], size: int, seed: int, num_pix: int = 64, lens_fraction: float = 0.5,
@@ -221,8 +226,7 @@ class TrainingPool:
             scenes, cat = simulate_population(m, self.bands, self.lens_fraction, rng, self.cfg, self.dist,
                                               self.num_pix * self.renderer.pixel_scale / 2)
             _, clean, _ = observe(scenes, cat, self.renderer, noiseless=True)
-            lens = np.asarray(cat['is_lens'], bool)
-            keep = ~lens | (np.nan_to_num(np.asarray(cat['arc_snr'], float)) >= self.min_arc_snr)
+            lens, keep = np.asarray(cat['is_lens'], bool), _detectable(cat, self.min_arc_snr)
             imgs.append(clean.cpu()[torch.as_tensor(keep)]); labs.append(torch.as_tensor(lens[keep], dtype=torch.float32))
         return torch.cat(imgs)[:n], torch.cat(labs)[:n]
 
@@ -240,7 +244,7 @@ class TrainingPool:
         idx = torch.randint(0, self.size, (n,), generator=gen)
         return augment(self.clean[idx].float(), self.bands, gen), self.label[idx]
 
-# %% ../nbs/40_detect.ipynb #dfa57f13
+# %% ../nbs/40_detect.ipynb #a9327037
 @dataclass
 class FinderConfig:
     "A lens-finder training run (sizes in cutouts)."
@@ -260,11 +264,10 @@ class FinderConfig:
     seed: int = 0
     compile: bool = True           # torch.compile the training step (about twice as fast on a CPU), if it works here
 
-def _compiled(model: nn.Module) -> nn.Module:
+def _compiled(model: nn.Module, **kwargs) -> nn.Module:
     "`torch.compile(model)` where a C++ compiler is found, else the model itself."
-    import shutil
-    if not any(shutil.which(c) for c in ('c++', 'g++', 'clang++')): return model
-    return torch.compile(model)
+    from slnb.render import cxx_compiler_found
+    return torch.compile(model, **kwargs) if cxx_compiler_found() else model
 
 def fit_temperature(logits, labels) -> float:
     "The temperature T > 0 that minimises the cross-entropy of sigmoid(logits / T) against labels."
@@ -282,7 +285,7 @@ def finder_logits(model: nn.Module, images, sigma: torch.Tensor, batch: int = 25
     device = get_device(device) if not isinstance(device, torch.device) else device
     model = model.to(device, memory_format=torch.channels_last).eval()
     if compile is None: compile = len(images) >= COMPILE_MIN_CUTOUTS
-    fast = torch.compile(model, dynamic=False) if compile and _compiled(model) is not model else model
+    fast = _compiled(model, dynamic=False) if compile else model
     out = np.empty(len(images), np.float32)
     for i in progress(range(0, len(images), batch), desc='score', disable=not show_progress):
         x = torch.as_tensor(np.asarray(images[i:i + batch]), dtype=torch.float32, device=device)
@@ -300,9 +303,8 @@ def validation_set(bands: list[Band], n: int, seed: int, num_pix: int = 64, lens
     scenes, cat = simulate_population(n, bands, lens_fraction, np.random.default_rng([seed, 10 ** 6]), cfg,
                                       Distances(), num_pix * r.pixel_scale / 2)
     img, _, _ = observe(scenes, cat, r, torch.Generator(r.device).manual_seed(seed + 10 ** 6))
-    lens = np.asarray(cat['is_lens'], bool)
-    keep = ~lens | (np.nan_to_num(np.asarray(cat['arc_snr'], float)) >= min_arc_snr)
-    return img.cpu().numpy()[keep], lens[keep], cat[keep]
+    keep = _detectable(cat, min_arc_snr)
+    return img.cpu().numpy()[keep], np.asarray(cat['is_lens'], bool)[keep], cat[keep]
 
 def train_finder(cfg: FinderConfig, device=None, show_progress: bool = True) -> tuple[LensFinder, dict]:
     "Train a lens finder from simulations; returns the model and its card (config, metrics, temperature, ...)."

@@ -20,11 +20,11 @@ __all__ = ['MASS_KEYS', 'LIGHT_KEYS', 'IMAGE_KEYS', 'SIE_TERMS', 'SERSIC_TERMS',
            'ImageSources', 'Scenes', 'scenes_from_numpy', 'pixel_grid', 'ellipticity_to_phi_q', 'sie_coefficients',
            'sie_deflection', 'epl_deflection', 'shear_deflection', 'deflection', 'sersic_b', 'sersic_total_flux',
            'sersic_amp', 'sersic_coefficients', 'light_coefficients', 'sersic_profile', 'image_sources_sb',
-           'use_compiled_kernel', 'compile_wanted', 'surface_brightness', 'surface_brightness_grid',
-           'add_point_sources', 'render_unconvolved', 'gaussian_filter_kernel', 'convolution_matrix', 'separable_terms',
-           'PSFKernels', 'psf_kernels_for', 'convolve', 'add_noise', 'noise_variance', 'Renderer',
-           'image_sources_from_numpy', 'lenstronomy_kwargs', 'render_lenstronomy', 'relative_l2',
-           'random_sersic_lenses']
+           'use_compiled_kernel', 'cxx_compiler_found', 'compile_wanted', 'surface_brightness',
+           'surface_brightness_grid', 'add_point_sources', 'render_unconvolved', 'gaussian_filter_kernel',
+           'convolution_matrix', 'separable_terms', 'PSFKernels', 'psf_kernels_for', 'convolve', 'add_noise',
+           'noise_variance', 'Renderer', 'image_sources_from_numpy', 'lenstronomy_kwargs', 'render_lenstronomy',
+           'relative_l2', 'random_sersic_lenses']
 
 # %% ../nbs/11_render.ipynb #ea4633c0
 MASS_KEYS: tuple[str, ...] = ('theta_E', 'gamma', 'e1', 'e2', 'center_x', 'center_y', 'gamma1', 'gamma2')
@@ -232,7 +232,7 @@ def sersic_profile(x, y, R_sersic, n_sersic, e1, e2, center_x, center_y, ring_ra
     k = sersic_coefficients(R_sersic, n_sersic, e1, e2, center_x, center_y, ring_radius)
     return _sersic(x, y, _per_scene(k, x.dim()), ring_radius is not None)
 
-# %% ../nbs/11_render.ipynb #47c98718
+# %% ../nbs/11_render.ipynb #e5609b8f
 def _surface_brightness(x, y, mass: dict, k_mass: torch.Tensor, k_light: torch.Tensor, lensed: torch.Tensor, amp_b,
                         components: tuple[tuple[int, int], ...], lensing: bool, epl: bool, ring: bool,
                         pool: bool = False) -> torch.Tensor:
@@ -305,12 +305,16 @@ def use_compiled_kernel(on: bool = True) -> bool:
 
 COMPILE_AUTO_MIN_SCENES: int = 5000   # below this, compiling (5-30 s once per shape) costs more than it saves
 
+def cxx_compiler_found() -> bool:
+    "Whether a C++ compiler is on the PATH (torch.compile needs one on a CPU)."
+    import shutil
+    return any(shutil.which(c) for c in ('c++', 'g++', 'clang++'))
+
 def compile_wanted(mode: str, n_scenes: int) -> bool:
     "Whether to fuse the renderer for `n_scenes`: mode 'on', 'off', or 'auto' (on for >= 5000 scenes where a C++ compiler is found)."
     if mode not in ('auto', 'on', 'off'): raise ValueError(f"compile must be auto, on or off, got {mode!r}")
     if mode != 'auto': return mode == 'on'
-    import shutil
-    return n_scenes >= COMPILE_AUTO_MIN_SCENES and any(shutil.which(c) for c in ('c++', 'g++', 'clang++'))
+    return n_scenes >= COMPILE_AUTO_MIN_SCENES and cxx_compiler_found()
 
 def _evaluate(x, y, scenes: Scenes, amp_b: torch.Tensor, shape: tuple, pool: bool = False, scale: float = 1.0) -> torch.Tensor:
     "Run the (compiled or eager) kernel with its static flags; zeros of `shape` (after pooling) when no component shines."

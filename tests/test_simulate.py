@@ -231,9 +231,8 @@ def test_supersampling_is_a_setting(tmp_path, capsys):
 
 
 def test_compiled_renderer_matches_eager_and_lenstronomy():
-    import shutil
     import slnb.render as R
-    if not any(shutil.which(c) for c in ('c++', 'g++', 'clang++')): pytest.skip('torch.compile needs a C++ compiler')
+    if not R.cxx_compiler_found(): pytest.skip('torch.compile needs a C++ compiler')
     scenes = random_sersic_lenses(6, 3, rng=6)
     r = Renderer(LSST, 32, 3, refine_fraction=1.0, device='cpu')
     eager = r.noiseless(scenes).numpy()
