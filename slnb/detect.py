@@ -25,7 +25,8 @@ __all__ = ['FINDER_SIZES', 'HARD_NEGATIVES', 'COMPILE_MIN_CUTOUTS', 'SHIPPED_FIN
            'finder_metrics', 'binned_metrics', 'dihedral', 'random_dihedral', 'shift_and_blur', 'add_training_noise',
            'augment', 'TrainingPool', 'FinderConfig', 'fit_temperature', 'finder_logits', 'validation_set',
            'train_finder', 'NoWeightsError', 'finder_name', 'weights_root', 'save_finder', 'load_finder', 'find_finder',
-           'lens_probability', 'train_shipped_finder', 'detect_cube', 'plot_finder_performance']
+           'lens_probability', 'train_shipped_finder', 'detect_cube', 'plot_finder_performance',
+           'noise_matched_cutouts', 'read_euclid_q1_vis', 'bright_sources']
 
 # %% ../nbs/40_detect.ipynb #8e097f67
 def band_noise(bands: list[Band]) -> torch.Tensor:
@@ -483,3 +484,43 @@ def plot_finder_performance(p_lens, labels, catalog, fpr_level: float = 1e-2, ti
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/40_detect.ipynb #078f8ede
+def noise_matched_cutouts(image: np.ndarray, centres, num_pix: int, sigma: float, rms: np.ndarray | None = None) -> np.ndarray:
+    "Cutouts (N, 1, num_pix, num_pix) of a one-band image at pixel centres (row, col), sky-subtracted and scaled so that\
+ the sky noise (3-sigma-clipped std) is `sigma`; pixels off the image, non-finite or flagged (rms > 1e10) are NaN."
+    from astropy.stats import sigma_clipped_stats
+    img = np.asarray(image, dtype=float)
+    bad = ~np.isfinite(img) | (False if rms is None else ~(np.asarray(rms) < 1e10))
+    img = np.where(bad, np.nan, img)
+    if np.isfinite(img).sum() < 100: raise ValueError(f"image has only {np.isfinite(img).sum()} good pixels")
+    _, sky, std = sigma_clipped_stats(img[np.isfinite(img)], sigma=3.0, maxiters=10)
+    pad = np.pad((img - sky) * (sigma / std), num_pix, constant_values=np.nan)
+    h = num_pix // 2
+    return np.stack([pad[r + num_pix - h:r + num_pix + num_pix - h, c + num_pix - h:c + num_pix + num_pix - h]
+                     for r, c in np.asarray(centres, int)])[:, None].astype(np.float32)
+
+# %% ../nbs/40_detect.ipynb #d9339b2b
+def read_euclid_q1_vis(system: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    "VIS image and RMS map of one system folder of the Euclid Q1 real data (its multi-extension FITS file)."
+    from astropy.io import fits
+    system = Path(system)
+    files = [p for p in sorted(system.glob('*.fits')) if not p.name.startswith('mask')]
+    if not files: raise FileNotFoundError(f"{system}: no multi-extension FITS file")
+    with fits.open(files[0]) as h:
+        names = [x.name for x in h]
+        flux = 'VIS_BGSUB' if 'VIS_BGSUB' in names else 'VIS_FLUX'
+        if flux not in names or 'VIS_RMS' not in names: raise KeyError(f"{files[0]}: no VIS_FLUX/VIS_BGSUB and VIS_RMS extensions")
+        return h[flux].data.astype(float), h['VIS_RMS'].data.astype(float)
+
+def bright_sources(img: np.ndarray, rms: np.ndarray, exclude_rc, min_dist_pix: float = 50, snr: float = 8,
+                   min_sep: int = 16, edge: int = 16) -> np.ndarray:
+    "Pixel centres (row, col) of peaks of the smoothed image above `snr` x its noise, away from `exclude_rc` and the edges."
+    from scipy import ndimage
+    good = rms < 1e10
+    sm = ndimage.gaussian_filter(np.where(good, img, 0), 2)
+    noise = 1.4826 * np.median(np.abs(sm[good] - np.median(sm[good])))
+    r, c = np.nonzero((sm == ndimage.maximum_filter(sm, min_sep)) & (sm > snr * noise))
+    keep = (np.hypot(r - exclude_rc[0], c - exclude_rc[1]) > min_dist_pix) & (r >= edge) & (c >= edge) & \
+           (r < img.shape[0] - edge) & (c < img.shape[1] - edge)
+    return np.stack([r[keep], c[keep]], 1)

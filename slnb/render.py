@@ -242,7 +242,7 @@ def _surface_brightness(x, y, mass: dict, k_mass: torch.Tensor, k_light: torch.T
     if lensing:                                   # source-plane positions beta = theta - alpha(theta), once per scene
         ax, ay = deflection(x, y, mass, True, x.dim() - pool) if epl else _sie_shear(x, y, k_mass)
         bx, by = ax.neg_().add_(x), ay.neg_().add_(y)
-    out = None
+    compiled, out, terms = torch.compiler.is_compiling(), None, []
     for c, plane in components:                   # plane: 0 image plane, 1 source plane, 2 either (per scene)
         if plane == 1: xc, yc = bx, by
         elif plane == 2:
@@ -251,8 +251,11 @@ def _surface_brightness(x, y, mass: dict, k_mass: torch.Tensor, k_light: torch.T
         else: xc, yc = x, y
         prof = _sersic(xc, yc, k_light[c], ring)
         if pool: prof = prof.mean(0)              # one band-free average per component: the bands mix after it
+        if compiled: terms.append((amp_b[c], prof)); continue
         prof = prof.unsqueeze(1)                  # (N, 1, ...): the band axis
         out = amp_b[c] * prof if out is None else out.addcmul_(amp_b[c], prof)
+    if compiled:                                  # each band a sum of profiles, stacked: inductor writes every band
+        return torch.stack([sum(a[:, j] * p for a, p in terms) for j in range(amp_b.shape[2])], 1)   # in one loop
     return out
 
 def image_sources_sb(x, y, scenes: Scenes, pool: bool = False) -> torch.Tensor:

@@ -97,3 +97,34 @@ def test_cube_without_weights_is_refused_clearly(quick_finder, tmp_path, capsys)
     assert main(['--settings', str(ini), 'detect', str(tmp_path / 'csst.fits'), '-o', str(tmp_path / 'y.ecsv')]) == 2
     err = capsys.readouterr().err
     assert 'no lens-finder weights for CSST g,r,i' in err and 'shipped: none' in err
+
+
+def test_noise_matched_cutouts_scale_the_sky_and_refuse_empty_images():
+    from slnb.detect import noise_matched_cutouts
+    img = np.random.default_rng(3).normal(10.0, 4.0, (120, 120))
+    rms = np.ones_like(img); rms[:, :5] = 1e16                  # flagged columns
+    cut = noise_matched_cutouts(img, [(60, 60), (2, 2)], 64, 0.25, rms)
+    assert cut.shape == (2, 1, 64, 64) and np.nanstd(cut[0]) == pytest.approx(0.25, rel=0.05)
+    assert abs(np.nanmean(cut[0])) < 0.01                       # sky subtracted
+    assert np.isnan(cut[1, 0, :30, :30]).all()                   # off the image and flagged: NaN
+    with pytest.raises(ValueError, match='good pixels'): noise_matched_cutouts(np.full((50, 50), np.nan), [(25, 25)], 32, 1.0)
+
+
+def test_shipped_euclid_finder_ranks_real_q1_lenses_above_field_galaxies():
+    from slnb.core import real_data_path
+    from slnb.detect import bright_sources, lens_probability, noise_matched_cutouts, read_euclid_q1_vis, weights_root
+    q1, folder = real_data_path('euclid_q1'), weights_root() / 'detect-euclid-vis'
+    if q1 is None: pytest.skip('no real Euclid Q1 data (set SLNB_REAL_DATA)')
+    if not (folder / 'card.json').is_file(): pytest.skip(f'no shipped weights in {folder}')
+    model, card = load_finder(folder)
+    sigma = card['noise_sigma'][0]
+    lenses, field = [], []
+    for system in sorted(p for p in q1.iterdir() if p.is_dir()):
+        img, rms = read_euclid_q1_vis(system)
+        centre = (img.shape[0] // 2, img.shape[1] // 2)
+        lenses.append(noise_matched_cutouts(img, [centre], 64, sigma, rms))
+        if min(img.shape) >= 200: field.append(noise_matched_cutouts(img, bright_sources(img, rms, centre), 64, sigma, rms))
+    p_lens = lens_probability(model, card, np.concatenate(lenses))
+    p_field = lens_probability(model, card, np.concatenate(field))
+    assert len(p_lens) == 4 and len(p_field) >= 10
+    assert np.median(p_lens) > 0.5 and p_lens.min() > np.percentile(p_field, 90)
