@@ -25,10 +25,17 @@ def test_a_star_is_a_point_source_and_a_ring_a_closed_string_of_knots():
     sc = random_sersic_lenses(1, 1, 0)
     sc.amp[:] = 0; sc.amp[0, 0, 0] = 5.0
     sc.light['ring_radius'][0, 0] = 1.2; sc.light['R_sersic'][0, 0] = 0.15; sc.light['n_sersic'][0, 0] = 0.5
+    sc.point_xy, sc.point_flux = torch.tensor([[[0.4, -0.2]]]), torch.tensor([[[7.0]]])
     t = lenstronomy_terms(sc, 0, 0)
     xy = np.array([[k['center_x'], k['center_y']] for k in t['kwargs_lens_light']])
     r = np.hypot(*(xy - [sc.light['center_x'][0, 0].item(), sc.light['center_y'][0, 0].item()]).T)
     assert len(xy) >= 12 and 0.8 < r.min() and r.max() < 1.8 and not t['kwargs_source']
+    assert t['kwargs_ps'] == [dict(ra_image=[pytest.approx(0.4)], dec_image=[pytest.approx(-0.2)], point_amp=[7.0])]
+    sc.amp[:] = 0                                                  # the star alone: its image holds its flux
+    _, clean, _ = render_reference(sc, 'LSST', ['r'], supersample=1, show_progress=False)
+    assert clean.sum() == pytest.approx(7.0, rel=0.01)
+    row, col = np.unravel_index(clean[0, 0].argmax(), clean.shape[-2:])
+    assert (col - 31.5) * 0.2 == pytest.approx(0.4, abs=0.15) and (row - 31.5) * 0.2 == pytest.approx(-0.2, abs=0.15)
 
 
 def test_reference_set_is_reproducible_and_labelled():
