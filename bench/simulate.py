@@ -117,6 +117,7 @@ def main():
     ap.add_argument('--n-lenstronomy', type=int, default=60, help='scenes lenstronomy renders for each timing')
     ap.add_argument('--pairs', type=int, default=3, help='back-to-back timing pairs per variant (the ratio is their median)')
     ap.add_argument('--skip-fidelity', action='store_true')
+    ap.add_argument('--ss', default='1,3', help='supersampling factors to time, comma-separated')
     ap.add_argument('--no-compile', action='store_true', help='skip the torch.compile variant')
     args = ap.parse_args()
     torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
@@ -134,7 +135,7 @@ def main():
     print(f"\n== speed: ms per 3-band 64x64 scene (slnb on {args.n_speed} scenes, lenstronomy on {args.n_lenstronomy}); "
           f"each ratio is the median of {args.pairs} back-to-back pairs (slnb, lenstronomy)")
     rows = []
-    for ss in (1, 3):
+    for ss in (int(v) for v in args.ss.split(',')):
         variants = [('full', 1.0)] + ([('adaptive 25%', 0.25)] if ss > 1 else [])
         refs = []
         for compiled in ([False] if args.no_compile else [False, True]):

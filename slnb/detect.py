@@ -8,6 +8,7 @@ Docs: https://slnb-dev.github.io/slnb/detect.html.md"""
 # %% ../nbs/40_detect.ipynb #1bd348c9
 from __future__ import annotations
 import json, math, time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .surveys import Band, get_survey
 __all__ = ['FINDER_SIZES', 'HARD_NEGATIVES', 'COMPILE_MIN_CUTOUTS', 'SHIPPED_FINDERS', 'band_noise', 'normalise', 'PreActBlock',
            'LensFinder', 'make_finder', 'count_flops', 'roc_curve', 'roc_auc', 'tpr_at_false_positives', 'fpr_at_tpr',
            'finder_metrics', 'binned_metrics', 'dihedral', 'random_dihedral', 'shift_and_blur', 'add_training_noise',
-           'augment', 'TrainingPool', 'FinderConfig', 'fit_temperature', 'finder_logits', 'validation_set',
+           'augment', 'TrainingPool', 'FinderConfig', 'fit_temperature', 'ieee_fp32', 'finder_logits', 'validation_set',
            'train_finder', 'NoWeightsError', 'finder_name', 'weights_root', 'save_finder', 'load_finder', 'find_finder',
            'lens_probability', 'train_shipped_finder', 'detect_cube', 'plot_finder_performance',
            'noise_matched_cutouts', 'read_euclid_q1_vis', 'bright_sources']
@@ -279,6 +280,14 @@ def fit_temperature(logits, labels) -> float:
 
 COMPILE_MIN_CUTOUTS: int = 20000     # score with a compiled model from this many cutouts on (compiling takes ~20 s)
 
+@contextmanager
+def ieee_fp32():
+    "Full fp32 convolutions and matrix products on CUDA (no TF32), so that GPU scores equal the CPU's to ~1e-6."
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try: yield
+    finally: torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
 @torch.inference_mode()
 def finder_logits(model: nn.Module, images, sigma: torch.Tensor, batch: int = 256, device=None,
                   show_progress: bool = False, compile: bool | None = None) -> np.ndarray:
@@ -288,10 +297,11 @@ def finder_logits(model: nn.Module, images, sigma: torch.Tensor, batch: int = 25
     if compile is None: compile = len(images) >= COMPILE_MIN_CUTOUTS
     fast = _compiled(model, dynamic=False) if compile else model
     out = np.empty(len(images), np.float32)
-    for i in progress(range(0, len(images), batch), desc='score', disable=not show_progress):
-        x = torch.as_tensor(np.asarray(images[i:i + batch]), dtype=torch.float32, device=device)
-        x = normalise(x, sigma.to(device)).contiguous(memory_format=torch.channels_last)
-        out[i:i + batch] = (fast if len(x) == batch else model)(x).float().cpu().numpy()   # one compiled shape
+    with ieee_fp32():                             # TF32 would move p_lens by up to ~0.04 on a GPU
+        for i in progress(range(0, len(images), batch), desc='score', disable=not show_progress):
+            x = torch.as_tensor(np.asarray(images[i:i + batch]), dtype=torch.float32, device=device)
+            x = normalise(x, sigma.to(device)).contiguous(memory_format=torch.channels_last)
+            out[i:i + batch] = (fast if len(x) == batch else model)(x).float().cpu().numpy()   # one compiled shape
     return out
 
 def validation_set(bands: list[Band], n: int, seed: int, num_pix: int = 64, lens_fraction: float = 0.5,

@@ -128,3 +128,16 @@ def test_shipped_euclid_finder_ranks_real_q1_lenses_above_field_galaxies():
     p_field = lens_probability(model, card, np.concatenate(field))
     assert len(p_lens) == 4 and len(p_field) >= 10
     assert np.median(p_lens) > 0.5 and p_lens.min() > np.percentile(p_field, 90)
+
+
+def test_scoring_turns_tf32_off_and_restores_the_flags_even_after_an_error():
+    import torch
+    from slnb.detect import ieee_fp32
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    with pytest.raises(RuntimeError):
+        with ieee_fp32():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            raise RuntimeError('inside')
+    assert torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -264,3 +264,17 @@ def test_epl_lenses_equal_lenstronomy(refine):
     ref = render_lenstronomy(scenes, LSST, 48, supersample=2)
     err = relative_l2(Renderer(LSST, 48, 2, refine_fraction=refine, device='cpu').noiseless(scenes).numpy(), ref)
     assert err.max() < (1e-4 if refine == 1 else 2e-2)
+
+
+def test_psf_stacks_are_made_once_per_chunk_size_and_give_the_broadcast_product():
+    import torch
+    from slnb.render import convolve, psf_kernels_for
+    from slnb.surveys import get_survey
+    k = psf_kernels_for(get_survey('LSST').select('g,r,i'), 16)
+    img = torch.rand(5, 3, 16, 16, dtype=torch.float64)
+    rows, cols = k.to_torch('cpu', torch.float64)
+    ref = rows[:, 0] @ img @ cols[:, 0].transpose(-1, -2)          # broadcast over scenes
+    assert torch.allclose(convolve(img, k), ref, atol=1e-12)
+    first = k.stacked(5, 'cpu', torch.float64)
+    convolve(img, k)
+    assert k.stacked(5, 'cpu', torch.float64) is first and first[0][0].shape == (15, 16, 16)
