@@ -6,11 +6,10 @@ shipped LSST finder's p_lens on CUDA against the CPU's. Speeds: scenes/s and cut
 against this machine's CPU in the same run (the CPU's thread count is printed: compare ratios only between runs
 on the same machine kind).
 
-Run: `python bench/gpu.py [--n 8192]` on a machine with a CUDA GPU (it exits with a message where there is none).
+Run: `python bench/gpu.py [--n 8192]` on a machine with a CUDA GPU (it says so and stops where there is none).
 """
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -95,7 +94,8 @@ def main():
     ap.add_argument('--n-score', type=int, default=32768, help='cutouts per finder timing')
     ap.add_argument('--device', default='cuda', help="the device checked against the CPU ('cpu' tries the script here)")
     args = ap.parse_args()
-    if args.device == 'cuda' and not torch.cuda.is_available(): sys.exit('bench/gpu.py: no CUDA device here; nothing to check')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        print('bench/gpu.py: no CUDA device here; nothing to check'); return
     global DEVICE; DEVICE = args.device
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if DEVICE == 'cuda' else DEVICE}, CPU: {torch.get_num_threads()} threads of "
           f"{os.cpu_count()}")

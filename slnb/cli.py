@@ -62,7 +62,9 @@ def _cmd_report(args) -> int:
 
 # %% ../nbs/90_cli.ipynb #3f8b50f1
 TRAINABLE: dict[str, str] = {   # model name -> 'module:function' that trains it: function(name, seed, device, steps)
-    **{name: 'slnb.detect:train_shipped_finder' for name in ('detect-lsst-gri', 'detect-csst-gri', 'detect-euclid-vis')}}
+    **{name: 'slnb.detect:train_shipped_finder' for name in ('detect-lsst-gri', 'detect-csst-gri', 'detect-euclid-vis')},
+    **{name: 'slnb.denoise:train_shipped_denoiser' for name in ('denoise-lsst-gri', 'denoise-csst-gri')},
+    **{name: 'slnb.deblend:train_shipped_deblender' for name in ('deblend-lsst-gri', 'deblend-csst-gri')}}
 
 def _cmd_train(args) -> int:
     import importlib
@@ -194,6 +196,48 @@ def _cmd_detect(args) -> int:
     print(f"wrote {out}: {n} cutouts scored with {folder.name}, {top} with p_lens > 0.5")
     return 0
 
+def _cmd_denoise(args) -> int:
+    from slnb.denoise import denoise_cube
+    from slnb.detect import NoWeightsError
+    from slnb.io import write_cube
+    if args.batch <= 0: raise UsageError(f"--batch must be > 0, got {args.batch}")
+    out = _check_output(args.output, args.overwrite)
+    root = load_settings(args.settings).paths['weights']
+    try: cube, folder = denoise_cube(args.input, args.weights, args.batch, args.device, root=root)
+    except NoWeightsError as e: raise UsageError(str(e)) from None
+    write_cube(cube, out, overwrite=args.overwrite)
+    print(f"wrote {out}: {len(cube)} cutouts denoised with {folder.name} (extension DENOISED)")
+    return 0
+
+def _add_denoise_parser(sub) -> None:
+    s = sub.add_parser('denoise', help='add a DENOISED extension to a cube (noise-conditioned U-Net)')
+    s.add_argument('input', metavar='IN.fits'); s.add_argument('-o', '--output', required=True, metavar='OUT.fits')
+    s.add_argument('--weights', default=None, help="a denoiser's weights folder (default: the shipped one for the cube)")
+    s.add_argument('--batch', type=int, default=64); s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
+    s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_denoise)
+
+def _cmd_deblend(args) -> int:
+    from slnb.deblend import deblend_cube
+    from slnb.detect import NoWeightsError
+    from slnb.io import write_cube
+    if args.batch <= 0: raise UsageError(f"--batch must be > 0, got {args.batch}")
+    out = _check_output(args.output, args.overwrite)
+    root = load_settings(args.settings).paths['weights']
+    try: cube, folder = deblend_cube(args.input, args.weights, args.mask, args.batch, args.device, root=root)
+    except NoWeightsError as e: raise UsageError(str(e)) from None
+    write_cube(cube, out, overwrite=args.overwrite)
+    print(f"wrote {out}: {len(cube)} cutouts deblended with {folder.name} (extensions LENS_LIGHT, ARCS"
+          f"{', neighbours in MASK' if args.mask else ''})")
+    return 0
+
+def _add_deblend_parser(sub) -> None:
+    s = sub.add_parser('deblend', help='add LENS_LIGHT and ARCS (and neighbours in MASK) to a cube (U-Net deblender)')
+    s.add_argument('input', metavar='IN.fits'); s.add_argument('-o', '--output', required=True, metavar='OUT.fits')
+    s.add_argument('--weights', default=None, help="a deblender's weights folder (default: the shipped one for the cube)")
+    s.add_argument('--mask', action='store_true', help='also flag unrelated neighbours in MASK (photutils segmentation)')
+    s.add_argument('--batch', type=int, default=64); s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
+    s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_deblend)
+
 def _add_detect_parser(sub) -> None:
     s = sub.add_parser('detect', help='lens probabilities of the cutouts of a cube (CNN finder)')
     s.add_argument('input', metavar='IN.fits'); s.add_argument('-o', '--output', required=True, metavar='OUT.ecsv')
@@ -226,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_train)
     _add_simulate_parser(sub)
     _add_field_parser(sub)
+    _add_denoise_parser(sub)
+    _add_deblend_parser(sub)
     _add_detect_parser(sub)
     return p
 

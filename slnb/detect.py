@@ -203,10 +203,11 @@ def augment(clean: torch.Tensor, bands: list[Band], gen: torch.Generator) -> tor
 
 # %% ../nbs/40_detect.ipynb #b6b72fba
 class TrainingPool:
-    "Noiseless simulated cutouts for training, replaced slice by slice from an endless seeded stream."
+    "Noiseless simulated cutouts for training (with their arcs alone if `keep_arcs`), replaced slice by slice from an\
+ endless seeded stream."
     def __init__(self, bands: list[Band], size: int, seed: int, num_pix: int = 64, lens_fraction: float = 0.5,
                  min_arc_snr: float = 10.0, nonlens_mix: dict | None = None, supersample: int = 3,
-                 device=None, show_progress: bool = True):
+                 device=None, show_progress: bool = True, keep_arcs: bool = False):
         from slnb.render import Renderer
         from slnb.simulate import Distances, PopulationConfig
         self.bands, self.size, self.seed, self.num_pix = bands, size, seed, num_pix
@@ -216,29 +217,32 @@ class TrainingPool:
         self.dist, self.k, self.next = Distances(), 0, 0
         self.clean = torch.zeros(size, len(bands), num_pix, num_pix, dtype=torch.float16)
         self.label = torch.zeros(size)
+        self.arcs = torch.zeros_like(self.clean) if keep_arcs else None
         self.refresh(size, show_progress)
 
     def _simulate(self, n: int):
-        "n new noiseless cutouts (float32), labels and arc S/N; undetectable lenses are dropped and redrawn."
+        "n new noiseless cutouts (float32), labels and arcs alone; undetectable lenses are dropped and redrawn."
         from slnb.simulate import observe, simulate_population
-        imgs, labs = [], []
+        imgs, labs, arcs = [], [], []
         while sum(len(l) for l in labs) < n:
             rng = np.random.default_rng([self.seed, self.k]); self.k += 1
             m = min(1024, 2 * n)
             scenes, cat = simulate_population(m, self.bands, self.lens_fraction, rng, self.cfg, self.dist,
                                               self.num_pix * self.renderer.pixel_scale / 2)
-            _, clean, _ = observe(scenes, cat, self.renderer, noiseless=True)
-            lens, keep = np.asarray(cat['is_lens'], bool), _detectable(cat, self.min_arc_snr)
-            imgs.append(clean.cpu()[torch.as_tensor(keep)]); labs.append(torch.as_tensor(lens[keep], dtype=torch.float32))
-        return torch.cat(imgs)[:n], torch.cat(labs)[:n]
+            _, clean, arc = observe(scenes, cat, self.renderer, noiseless=True)
+            lens, keep = np.asarray(cat['is_lens'], bool), torch.as_tensor(_detectable(cat, self.min_arc_snr))
+            imgs.append(clean.cpu()[keep]); labs.append(torch.as_tensor(lens[keep.numpy()], dtype=torch.float32))
+            arcs.append(arc.cpu()[keep])
+        return torch.cat(imgs)[:n], torch.cat(labs)[:n], torch.cat(arcs)[:n]
 
     def refresh(self, n: int, show_progress: bool = False) -> None:
         "Replace the oldest n cutouts with new simulations."
         for i in progress(range(0, n, 1024), desc='simulate training cutouts', disable=not show_progress):
             m = min(1024, n - i)
-            img, lab = self._simulate(m)
+            img, lab, arcs = self._simulate(m)
             idx = (self.next + torch.arange(m)) % self.size
             self.clean[idx], self.label[idx] = img.to(torch.float16), lab
+            if self.arcs is not None: self.arcs[idx] = arcs.to(torch.float16)
             self.next = int(idx[-1] + 1) % self.size
 
     def batch(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,10 +15,11 @@ from .core import as_rng, progress
 from .io import Cube, make_cube
 from .render import Scenes, ellipticity_to_phi_q, sersic_amp, sersic_total_flux
 from .simulate import Distances, PopulationConfig, _survey_bands, simulate_population
+from .surveys import Band
 
 # %% auto #0
 __all__ = ['RING_KNOT_SPACING', 'lenstronomy_band', 'lenstronomy_terms', 'render_reference', 'arc_snr_lenstronomy',
-           'reference_set']
+           'reference_lenses', 'reference_set']
 
 # %% ../nbs/13_reference.ipynb #8ca91554
 def lenstronomy_band(survey: str, band: str, coadd_years: int = 10) -> dict:
@@ -125,6 +126,41 @@ def arc_snr_lenstronomy(clean: np.ndarray, arcs: np.ndarray, survey: str, bands:
     return snr.max(1)
 
 # %% ../nbs/13_reference.ipynb #8cee2284
+def _check_zero_points(survey: str, bands: list[Band]) -> None:
+    "The scenes' electron/s are slnb's: lenstronomy's zero points must be the same."
+    for b in bands:
+        zp = lenstronomy_band(survey, b.name)['magnitude_zero_point']
+        if abs(zp - b.zero_point) > 1e-6: raise ValueError(f"{survey} {b.name}: zero point {b.zero_point} in slnb, {zp} in lenstronomy")
+
+def _draw_lenses(n: int, survey: str, bb: list[Band], rng, cfg, num_pix: int, supersample: int, seed: int,
+                 min_arc_snr: float, show_progress: bool):
+    "n lenses with arc S/N >= min_arc_snr imaged by lenstronomy: noisy, clean, arcs (N, B, H, W) and catalogue."
+    names, half = [b.name for b in bb], num_pix * bb[0].pixel_scale / 2
+    parts, have, draw = [], 0, 0
+    while have < n and draw < 20:                        # draw, image, keep the detectable ones
+        m = int(1.3 * (n - have)) + 20
+        sc, cat = simulate_population(m, bb, 1.0, rng, cfg, Distances(), half)
+        x, clean, arcs = render_reference(sc, survey, names, num_pix, supersample, seed + 7919 * draw, show_progress)
+        cat['arc_snr'] = arc_snr_lenstronomy(clean, arcs, survey, names)
+        keep = np.flatnonzero((np.asarray(cat['is_lens']) == 1) & (cat['arc_snr'] >= min_arc_snr))[:n - have]
+        parts.append((x[keep], clean[keep], arcs[keep], cat[keep])); have += len(keep); draw += 1
+    if have < n: raise RuntimeError(f"only {have} of {n} lenses reached arc S/N {min_arc_snr}")
+    return (*(np.concatenate([p[k] for p in parts]) for k in range(3)),
+            vstack([p[3] for p in parts], metadata_conflicts='silent'))
+
+def reference_lenses(n: int = 1000, survey: str = 'LSST', bands='g,r,i', seed: int = 0, num_pix: int = 64,
+                     supersample: int = 3, min_arc_snr: float = 10.0, show_progress: bool = True):
+    "n lenses made by lenstronomy with what a denoiser or deblender is judged against: noisy images, noiseless\
+ images and the arcs alone, each (N, B, H, W) electron/s, and the truth catalogue (lens light = noiseless - arcs)."
+    if n <= 0: raise ValueError(f"need n > 0 lenses, got {n}")
+    _, bb = _survey_bands(survey, bands)
+    _check_zero_points(survey, bb)
+    cfg = PopulationConfig(real_source_fraction=0.0)
+    noisy, clean, arcs, cat = _draw_lenses(n, survey, bb, as_rng(np.random.SeedSequence([seed, 31337])), cfg, num_pix,
+                                           supersample, seed, min_arc_snr, show_progress)
+    cat['id'] = np.arange(len(cat), dtype=np.int64)
+    return noisy.astype(np.float32), clean.astype(np.float32), arcs.astype(np.float32), cat
+
 def reference_set(n_lenses: int = 1000, n_nonlenses: int = 10000, survey: str = 'LSST', bands='g,r,i', seed: int = 0,
                   num_pix: int = 64, supersample: int = 3, min_arc_snr: float = 10.0,
                   nonlens_mix: dict[str, float] | None = None, show_progress: bool = True) -> Cube:
@@ -134,21 +170,14 @@ def reference_set(n_lenses: int = 1000, n_nonlenses: int = 10000, survey: str = 
         raise ValueError(f"need n_lenses, n_nonlenses >= 0 and some cutouts, got {n_lenses}, {n_nonlenses}")
     _, bb = _survey_bands(survey, bands)
     names = [b.name for b in bb]
-    for b in bb:                                         # the scenes' electron/s are slnb's: the zero points must agree
-        zp = lenstronomy_band(survey, b.name)['magnitude_zero_point']
-        if abs(zp - b.zero_point) > 1e-6: raise ValueError(f"{survey} {b.name}: zero point {b.zero_point} in slnb, {zp} in lenstronomy")
+    _check_zero_points(survey, bb)
     rng = as_rng(np.random.SeedSequence([seed, 4242]))
     cfg = PopulationConfig(nonlens_mix=nonlens_mix or HARD_NEGATIVES, real_source_fraction=0.0)
     half = num_pix * bb[0].pixel_scale / 2
-    parts, have, draw = [], 0, 0
-    while have < n_lenses and draw < 20:                 # lenses: draw, image, keep the detectable ones
-        m = int(1.3 * (n_lenses - have)) + 20
-        sc, cat = simulate_population(m, bb, 1.0, rng, cfg, Distances(), half)
-        x, clean, arcs = render_reference(sc, survey, names, num_pix, supersample, seed + 7919 * draw, show_progress)
-        cat['arc_snr'] = arc_snr_lenstronomy(clean, arcs, survey, names)
-        keep = np.flatnonzero((np.asarray(cat['is_lens']) == 1) & (cat['arc_snr'] >= min_arc_snr))[:n_lenses - have]
-        parts.append((x[keep], cat[keep])); have += len(keep); draw += 1
-    if have < n_lenses: raise RuntimeError(f"only {have} of {n_lenses} lenses reached arc S/N {min_arc_snr}")
+    parts = []
+    if n_lenses:
+        x, _, _, cat = _draw_lenses(n_lenses, survey, bb, rng, cfg, num_pix, supersample, seed, min_arc_snr, show_progress)
+        parts.append((x, cat))
     if n_nonlenses:
         sc, cat = simulate_population(n_nonlenses, bb, 0.0, rng, cfg, Distances(), half)
         x, _, _ = render_reference(sc, survey, names, num_pix, supersample, seed + 104729, show_progress)

@@ -20,7 +20,7 @@ def run(*args, **kw):
 def test_help_lists_subcommands():
     r = run('--help')
     assert r.returncode == 0
-    for cmd in ('info', 'surveys', 'report', 'train'):
+    for cmd in ('info', 'surveys', 'report', 'train', 'simulate', 'field', 'denoise', 'deblend', 'detect'):
         assert cmd in r.stdout
 
 
