@@ -145,17 +145,9 @@ def find_deblender(survey: str, bands, root: str | Path | None = None) -> Path:
 def train_shipped_deblender(name: str, seed: int | None = None, device=None, steps: int | None = None,
                             out_root: str | Path | None = None, show_progress: bool = True) -> Path:
     "Train the shipped deblender `name` (a key of SHIPPED_DEBLENDERS) and write its weights folder; returns the folder."
-    if name not in SHIPPED_DEBLENDERS: raise NoWeightsError(f"unknown deblender '{name}'; shipped: {', '.join(SHIPPED_DEBLENDERS)}")
-    survey, bands = SHIPPED_DEBLENDERS[name]
-    cfg = DeblenderConfig(survey=survey, bands=bands, seed=0 if seed is None else seed)
-    if steps is not None: cfg.steps, cfg.pool = steps, min(cfg.pool, 64 * steps)
-    cfg.compile = cfg.steps >= 200 and get_device(device).type == 'cpu'   # a GPU's eager steps are fast already
-    model, card = train_deblender(cfg, device, show_progress)
-    card['device'] = str(get_device(device))
-    folder = save_finder(model, card, (Path(out_root) if out_root else weights_root()) / name)
-    print(f"{folder}: median arcs relative L2 {card['metrics']['validation']['median_arcs_relative_l2']:.3f} on "
-          f"{cfg.n_val} simulated lenses (validation), {card['train_seconds']} s")
-    return folder
+    from slnb.denoise import train_shipped
+    return train_shipped(name, SHIPPED_DEBLENDERS, DeblenderConfig, train_deblender, 'median_arcs_relative_l2', seed,
+                         device, steps, out_root, show_progress)
 
 def neighbour_mask(image: np.ndarray, sigma, pixel_scale: float, keep_radius: float = 3.5, snr: float = 3.0) -> np.ndarray:
     "MASK (H, W) uint8 of unrelated neighbours in one (denoised) cutout (B, H, W) electron/s: photutils segments of the\

@@ -25,8 +25,8 @@ from .surveys import Band, get_survey
 __all__ = ['SOFTEN', 'DENOISER_SIZES', 'SHIPPED_DENOISERS', 'noise_map', 'estimate_depth', 'ConvBlock', 'UNet', 'neighbour_mean',
            'Denoiser', 'random_crops', 'supervised_view', 'hide_pixels', 'noise2self_view', 'DenoiserConfig', 'psnr',
            'train_denoiser', 'inpaint', 'denoise_images', 'arc_flux_ratio', 'gaussian_baseline', 'wavelet_baseline',
-           'nlm_baseline', 'load_weights', 'find_weights', 'load_denoiser', 'find_denoiser', 'train_shipped_denoiser',
-           'plot_denoising', 'plot_denoise_metrics', 'denoise_cube']
+           'nlm_baseline', 'load_weights', 'find_weights', 'load_denoiser', 'find_denoiser', 'train_shipped',
+           'train_shipped_denoiser', 'plot_denoising', 'plot_denoise_metrics', 'denoise_cube']
 
 # %% ../nbs/20_denoise.ipynb #551264a4
 def _per_image(v, like: torch.Tensor) -> torch.Tensor:
@@ -345,20 +345,27 @@ def find_denoiser(survey: str, bands, root: str | Path | None = None) -> Path:
     "The weights folder of the denoiser for `survey` and `bands`, or a NoWeightsError naming those there are."
     return find_weights('denoise', survey, bands, root)
 
+def train_shipped(name: str, shipped: dict, make_config, train, metric: str, seed: int | None = None, device=None,
+                  steps: int | None = None, out_root: str | Path | None = None, show_progress: bool = True) -> Path:
+    "Train the shipped network `name` (a key of `shipped`: survey, bands) with `train(config, device, show_progress)`\
+ and write its weights folder (with the device in its card); returns the folder."
+    if name not in shipped: raise NoWeightsError(f"unknown model '{name}'; shipped: {', '.join(shipped)}")
+    survey, bands = shipped[name]
+    cfg = make_config(survey=survey, bands=bands, seed=0 if seed is None else seed)
+    if steps is not None: cfg.steps, cfg.pool = steps, min(cfg.pool, 64 * steps)
+    cfg.compile = cfg.steps >= 200 and get_device(device).type == 'cpu'   # a GPU's eager steps are fast already
+    model, card = train(cfg, device, show_progress)
+    card['device'] = str(get_device(device))
+    folder = save_finder(model, card, (Path(out_root) if out_root else weights_root()) / name)
+    print(f"{folder}: {metric} {card['metrics']['validation'][metric]:.3f} on {cfg.n_val} simulated lenses (validation), "
+          f"{card['train_seconds']} s")
+    return folder
+
 def train_shipped_denoiser(name: str, seed: int | None = None, device=None, steps: int | None = None,
                            out_root: str | Path | None = None, show_progress: bool = True) -> Path:
     "Train the shipped denoiser `name` (a key of SHIPPED_DENOISERS) and write its weights folder; returns the folder."
-    if name not in SHIPPED_DENOISERS: raise NoWeightsError(f"unknown denoiser '{name}'; shipped: {', '.join(SHIPPED_DENOISERS)}")
-    survey, bands = SHIPPED_DENOISERS[name]
-    cfg = DenoiserConfig(survey=survey, bands=bands, seed=0 if seed is None else seed)
-    if steps is not None: cfg.steps, cfg.pool = steps, min(cfg.pool, 64 * steps)
-    cfg.compile = cfg.steps >= 200 and get_device(device).type == 'cpu'   # a GPU's eager steps are fast already
-    model, card = train_denoiser(cfg, device, show_progress)
-    card['device'] = str(get_device(device))
-    folder = save_finder(model, card, (Path(out_root) if out_root else weights_root()) / name)
-    print(f"{folder}: median PSNR gain {card['metrics']['validation']['median_psnr_gain_db']:.2f} dB on "
-          f"{cfg.n_val} simulated lenses (validation), {card['train_seconds']} s")
-    return folder
+    return train_shipped(name, SHIPPED_DENOISERS, DenoiserConfig, train_denoiser, 'median_psnr_gain_db', seed, device,
+                         steps, out_root, show_progress)
 
 # %% ../nbs/20_denoise.ipynb #aff244d2
 def plot_denoising(noisy: np.ndarray, estimates: dict[str, np.ndarray], clean: np.ndarray, bands: list[Band],
