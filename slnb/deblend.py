@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from .core import get_device, progress
-from .denoise import (DENOISER_SIZES, SOFTEN, UNet, _exposure, _network_batches, _unet_card, _validation_lenses,
-                          estimate_depth, noise_map, random_crops)
-from .detect import (NoWeightsError, TrainingPool, _band_order, _compiled, add_training_noise, band_noise,
-                         random_dihedral, save_finder, shift_and_blur, weights_root)
+from .denoise import (DENOISER_SIZES, SOFTEN, UNet, _network_batches, _unet_card, _validation_lenses,
+                          supervised_view)
+from .detect import NoWeightsError, TrainingPool, _band_order, _compiled, save_finder
 from .surveys import Band, get_survey
 
 # %% auto #0
@@ -44,17 +42,7 @@ class Deblender(nn.Module):
 def deblend_view(clean: torch.Tensor, arcs: torch.Tensor, bands: list[Band], gen: torch.Generator, crop: int = 48,
                  depth_range=(0.5, 2.0)):
     "(noisy, noise map, clean, arcs), images in noise units, from clean cutouts and their arcs (N, B, H, W) electron/s."
-    N, B = clean.shape[:2]
-    both = torch.cat([clean, arcs], 1)                       # one geometric view for the image and its arcs
-    both = random_dihedral(both, gen)
-    both = shift_and_blur(both, torch.rand(N, 2, generator=gen) - 0.5, 0.5 * torch.rand(N, generator=gen))
-    both = random_crops(both, crop, gen)
-    c, a = both[:, :B], both[:, B:]
-    lo, hi = map(math.log, depth_range)
-    noisy = add_training_noise(c, bands, torch.exp(torch.empty(N).uniform_(lo, hi, generator=gen)), gen)
-    sigma = band_noise(bands)[:, None, None]
-    xs = noisy / sigma
-    return xs, noise_map(noisy, band_noise(bands), _exposure(bands), estimate_depth(xs)), c / sigma, a / sigma
+    return supervised_view(clean, bands, gen, crop, depth_range, parts=arcs)
 
 @dataclass
 class DeblenderConfig:

@@ -104,17 +104,20 @@ def _exposure(bands: list[Band]) -> torch.Tensor:
     return torch.tensor([b.total_exposure_time for b in bands], dtype=torch.float32)
 
 def supervised_view(clean: torch.Tensor, bands: list[Band], gen: torch.Generator, crop: int = 48,
-                    depth_range=(0.5, 2.0)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "(noisy, noise map, clean), the images in noise units, from clean cutouts (N, B, H, W) in electron/s."
-    N = len(clean)
-    x = random_dihedral(clean, gen)
+                    depth_range=(0.5, 2.0), parts: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    "(noisy, noise map, clean), the images in noise units, from clean cutouts (N, B, H, W) in electron/s; with\
+ `parts` (N, B, H, W) (e.g. the arcs alone), their view under the same rotation, shift, blur and crop comes last."
+    N, B = clean.shape[:2]
+    x = clean if parts is None else torch.cat([clean, parts], 1)       # one geometric view for all
+    x = random_dihedral(x, gen)
     x = shift_and_blur(x, torch.rand(N, 2, generator=gen) - 0.5, 0.5 * torch.rand(N, generator=gen))
     x = random_crops(x, crop, gen)
     lo, hi = map(math.log, depth_range)
-    noisy = add_training_noise(x, bands, torch.exp(torch.empty(N).uniform_(lo, hi, generator=gen)), gen)
+    noisy = add_training_noise(x[:, :B], bands, torch.exp(torch.empty(N).uniform_(lo, hi, generator=gen)), gen)
     sigma = band_noise(bands)[:, None, None]
     xs = noisy / sigma
-    return xs, noise_map(noisy, band_noise(bands), _exposure(bands), estimate_depth(xs)), x / sigma
+    views = (x[:, :B] / sigma,) + (() if parts is None else (x[:, B:] / sigma,))
+    return (xs, noise_map(noisy, band_noise(bands), _exposure(bands), estimate_depth(xs))) + views
 
 def hide_pixels(x: torch.Tensor, gen: torch.Generator, cell: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     "Images (N, B, H, W) with one random pixel per cell x cell block replaced by the mean of its 4 neighbours, and\
