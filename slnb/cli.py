@@ -64,7 +64,8 @@ def _cmd_report(args) -> int:
 TRAINABLE: dict[str, str] = {   # model name -> 'module:function' that trains it: function(name, seed, device, steps)
     **{name: 'slnb.detect:train_shipped_finder' for name in ('detect-lsst-gri', 'detect-csst-gri', 'detect-euclid-vis')},
     **{name: 'slnb.denoise:train_shipped_denoiser' for name in ('denoise-lsst-gri', 'denoise-csst-gri')},
-    **{name: 'slnb.deblend:train_shipped_deblender' for name in ('deblend-lsst-gri', 'deblend-csst-gri')}}
+    **{name: 'slnb.deblend:train_shipped_deblender' for name in ('deblend-lsst-gri', 'deblend-csst-gri')},
+    **{name: 'slnb.predict:train_shipped_predictor' for name in ('predict-lsst-gri', 'predict-csst-gri')}}
 
 def _cmd_train(args) -> int:
     import importlib
@@ -238,6 +239,34 @@ def _add_deblend_parser(sub) -> None:
     s.add_argument('--batch', type=int, default=64); s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
     s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_deblend)
 
+def _cmd_predict(args) -> int:
+    from slnb.detect import NoWeightsError
+    from slnb.io import write_catalog
+    from slnb.predict import predict_cube
+    if args.batch <= 0: raise UsageError(f"--batch must be > 0, got {args.batch}")
+    if args.mc_dropout < 0 or args.mc_dropout == 1: raise UsageError(f"--mc-dropout must be 0 or >= 2, got {args.mc_dropout}")
+    out = _check_output(args.output, args.overwrite)
+    root = load_settings(args.settings).paths['weights']
+    try: table, folder = predict_cube(args.input, args.weights, args.batch, args.device, root=root, mc_dropout=args.mc_dropout)
+    except NoWeightsError as e: raise UsageError(str(e)) from None
+    except ValueError as e:
+        if 'predictor needs' in str(e): raise UsageError(str(e)) from None
+        raise
+    write_catalog(table, out, 'prediction', weights=folder.name, parameters=json.loads(_command_parameters(args)))
+    te = np.asarray(table['theta_E'])
+    print(f"wrote {out}: {len(table)} cutouts modelled with {folder.name}; theta_E median {np.median(te):.2f}\" "
+          f"(range {te.min():.2f}-{te.max():.2f}\"), median theta_E_std {np.median(table['theta_E_std']):.3f}\"")
+    return 0
+
+def _add_predict_parser(sub) -> None:
+    s = sub.add_parser('predict', help='the seven lens parameters with uncertainties for each cutout (CNN modeller)')
+    s.add_argument('input', metavar='IN.fits'); s.add_argument('-o', '--output', required=True, metavar='OUT.ecsv')
+    s.add_argument('--weights', default=None, help="a predictor's weights folder (default: the shipped one for the cube)")
+    s.add_argument('--mc-dropout', type=int, default=0, metavar='K',
+                   help='add the spread of K passes with dropout on to the covariance (default 0: off)')
+    s.add_argument('--batch', type=int, default=256); s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
+    s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_predict)
+
 def _add_detect_parser(sub) -> None:
     s = sub.add_parser('detect', help='lens probabilities of the cutouts of a cube (CNN finder)')
     s.add_argument('input', metavar='IN.fits'); s.add_argument('-o', '--output', required=True, metavar='OUT.ecsv')
@@ -273,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_denoise_parser(sub)
     _add_deblend_parser(sub)
     _add_detect_parser(sub)
+    _add_predict_parser(sub)
     return p
 
 # %% ../nbs/90_cli.ipynb #0e9aa322

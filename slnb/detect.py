@@ -17,17 +17,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from . import __version__
-from .core import atomic_path, get_device, progress
+from .core import PARAM_NAMES, atomic_path, get_device, progress
 from .surveys import Band, get_survey
 
 # %% auto #0
 __all__ = ['FINDER_SIZES', 'HARD_NEGATIVES', 'COMPILE_MIN_CUTOUTS', 'SHIPPED_FINDERS', 'band_noise', 'normalise', 'PreActBlock',
            'LensFinder', 'make_finder', 'count_flops', 'roc_curve', 'roc_auc', 'tpr_at_false_positives', 'fpr_at_tpr',
-           'finder_metrics', 'binned_metrics', 'dihedral', 'random_dihedral', 'shift_and_blur', 'add_training_noise',
-           'augment', 'TrainingPool', 'FinderConfig', 'fit_temperature', 'ieee_fp32', 'finder_logits', 'validation_set',
-           'train_finder', 'NoWeightsError', 'finder_name', 'weights_root', 'save_finder', 'load_finder', 'find_finder',
-           'lens_probability', 'train_shipped_finder', 'detect_cube', 'plot_finder_performance',
-           'noise_matched_cutouts', 'read_euclid_q1_vis', 'bright_sources']
+           'finder_metrics', 'binned_metrics', 'dihedral', 'random_dihedral', 'dihedral_each', 'shift_and_blur',
+           'add_training_noise', 'augment', 'TrainingPool', 'FinderConfig', 'fit_temperature', 'ieee_fp32',
+           'finder_logits', 'validation_set', 'train_finder', 'NoWeightsError', 'finder_name', 'weights_root',
+           'save_finder', 'load_finder', 'find_finder', 'lens_probability', 'train_shipped_finder', 'detect_cube',
+           'plot_finder_performance', 'noise_matched_cutouts', 'read_euclid_q1_vis', 'bright_sources']
 
 # %% ../nbs/40_detect.ipynb #8e097f67
 def band_noise(bands: list[Band]) -> torch.Tensor:
@@ -165,7 +165,10 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
 
 def random_dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     "Each image (N, B, H, W) under its own random rotation/flip (square cutouts)."
-    k = torch.randint(0, 8, (len(x),), generator=gen)
+    return dihedral_each(x, torch.randint(0, 8, (len(x),), generator=gen))
+
+def dihedral_each(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    "Image i of (N, B, H, W) under the k[i]-th rotation/flip (square cutouts)."
     out = torch.empty_like(x)
     for j in range(8):
         sel = k == j
@@ -203,11 +206,12 @@ def augment(clean: torch.Tensor, bands: list[Band], gen: torch.Generator) -> tor
 
 # %% ../nbs/40_detect.ipynb #b6b72fba
 class TrainingPool:
-    "Noiseless simulated cutouts for training (with their arcs alone if `keep_arcs`), replaced slice by slice from an\
- endless seeded stream."
+    "Noiseless simulated cutouts for training (with their arcs alone if `keep_arcs`, the lenses' seven parameters if\
+ `keep_params`), replaced slice by slice from an endless seeded stream."
     def __init__(self, bands: list[Band], size: int, seed: int, num_pix: int = 64, lens_fraction: float = 0.5,
                  min_arc_snr: float = 10.0, nonlens_mix: dict | None = None, supersample: int = 3,
-                 device=None, show_progress: bool = True, keep_arcs: bool = False):
+                 device=None, show_progress: bool = True, keep_arcs: bool = False,
+                 keep_params: bool = False):
         from slnb.render import Renderer
         from slnb.simulate import Distances, PopulationConfig
         self.bands, self.size, self.seed, self.num_pix = bands, size, seed, num_pix
@@ -218,12 +222,13 @@ class TrainingPool:
         self.clean = torch.zeros(size, len(bands), num_pix, num_pix, dtype=torch.float16)
         self.label = torch.zeros(size)
         self.arcs = torch.zeros_like(self.clean) if keep_arcs else None
+        self.params = torch.full((size, len(PARAM_NAMES)), float('nan')) if keep_params else None
         self.refresh(size, show_progress)
 
     def _simulate(self, n: int):
-        "n new noiseless cutouts (float32), labels and arcs alone; undetectable lenses are dropped and redrawn."
+        "n new noiseless cutouts (float32), labels, arcs alone and parameters; undetectable lenses are dropped and redrawn."
         from slnb.simulate import observe, simulate_population
-        imgs, labs, arcs = [], [], []
+        imgs, labs, arcs, pars = [], [], [], []
         while sum(len(l) for l in labs) < n:
             rng = np.random.default_rng([self.seed, self.k]); self.k += 1
             m = min(1024, 2 * n)
@@ -233,16 +238,19 @@ class TrainingPool:
             lens, keep = np.asarray(cat['is_lens'], bool), torch.as_tensor(_detectable(cat, self.min_arc_snr))
             imgs.append(clean.cpu()[keep]); labs.append(torch.as_tensor(lens[keep.numpy()], dtype=torch.float32))
             arcs.append(arc.cpu()[keep])
-        return torch.cat(imgs)[:n], torch.cat(labs)[:n], torch.cat(arcs)[:n]
+            pars.append(torch.as_tensor(np.stack([np.asarray(cat[p], float) for p in PARAM_NAMES], 1)[keep.numpy()],
+                                        dtype=torch.float32))
+        return torch.cat(imgs)[:n], torch.cat(labs)[:n], torch.cat(arcs)[:n], torch.cat(pars)[:n]
 
     def refresh(self, n: int, show_progress: bool = False) -> None:
         "Replace the oldest n cutouts with new simulations."
         for i in progress(range(0, n, 1024), desc='simulate training cutouts', disable=not show_progress):
             m = min(1024, n - i)
-            img, lab, arcs = self._simulate(m)
+            img, lab, arcs, pars = self._simulate(m)
             idx = (self.next + torch.arange(m)) % self.size
             self.clean[idx], self.label[idx] = img.to(torch.float16), lab
             if self.arcs is not None: self.arcs[idx] = arcs.to(torch.float16)
+            if self.params is not None: self.params[idx] = pars
             self.next = int(idx[-1] + 1) % self.size
 
     def batch(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,19 +302,23 @@ def ieee_fp32():
 
 @torch.inference_mode()
 def finder_logits(model: nn.Module, images, sigma: torch.Tensor, batch: int = 256, device=None,
-                  show_progress: bool = False, compile: bool | None = None) -> np.ndarray:
-    "Logits (N,) of images (N, B, H, W) in electron/s, scored in batches (channels-last; compiled for large N)."
+                  show_progress: bool = False, compile: bool | None = None, keep_mode: bool = False) -> np.ndarray:
+    "Logits (N,) (or whatever a network outputs per cutout) of images (N, B, H, W) in electron/s, scored in batches\
+ (channels-last; compiled for large N); eval mode unless `keep_mode` (e.g. dropout left on)."
     device = get_device(device) if not isinstance(device, torch.device) else device
-    model = model.to(device, memory_format=torch.channels_last).eval()
+    model = model.to(device, memory_format=torch.channels_last)
+    if not keep_mode: model.eval()
     if compile is None: compile = len(images) >= COMPILE_MIN_CUTOUTS
     fast = _compiled(model, dynamic=False) if compile else model
-    out = np.empty(len(images), np.float32)
+    out = None
     with ieee_fp32():                             # TF32 would move p_lens by up to ~0.04 on a GPU
         for i in progress(range(0, len(images), batch), desc='score', disable=not show_progress):
             x = torch.as_tensor(np.asarray(images[i:i + batch]), dtype=torch.float32, device=device)
             x = normalise(x, sigma.to(device)).contiguous(memory_format=torch.channels_last)
-            out[i:i + batch] = (fast if len(x) == batch else model)(x).float().cpu().numpy()   # one compiled shape
-    return out
+            y = (fast if len(x) == batch else model)(x).float().cpu().numpy()       # one compiled shape
+            if out is None: out = np.empty((len(images), *y.shape[1:]), np.float32)
+            out[i:i + batch] = y
+    return out if out is not None else np.empty(0, np.float32)
 
 def validation_set(bands: list[Band], n: int, seed: int, num_pix: int = 64, lens_fraction: float = 0.5,
                    min_arc_snr: float = 10.0, nonlens_mix: dict | None = None):
