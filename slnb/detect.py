@@ -302,7 +302,8 @@ def ieee_fp32():
 
 @torch.inference_mode()
 def finder_logits(model: nn.Module, images, sigma: torch.Tensor, batch: int = 256, device=None,
-                  show_progress: bool = False, compile: bool | None = None, keep_mode: bool = False) -> np.ndarray:
+                  show_progress: bool = False, compile: bool | None = None, keep_mode: bool = False,
+                  desc: str = 'score') -> np.ndarray:
     "Logits (N,) (or whatever a network outputs per cutout) of images (N, B, H, W) in electron/s, scored in batches\
  (channels-last; compiled for large N); eval mode unless `keep_mode` (e.g. dropout left on)."
     device = get_device(device) if not isinstance(device, torch.device) else device
@@ -312,7 +313,7 @@ def finder_logits(model: nn.Module, images, sigma: torch.Tensor, batch: int = 25
     fast = _compiled(model, dynamic=False) if compile else model
     out = None
     with ieee_fp32():                             # TF32 would move p_lens by up to ~0.04 on a GPU
-        for i in progress(range(0, len(images), batch), desc='score', disable=not show_progress):
+        for i in progress(range(0, len(images), batch), desc=desc, disable=not show_progress):
             x = torch.as_tensor(np.asarray(images[i:i + batch]), dtype=torch.float32, device=device)
             x = normalise(x, sigma.to(device)).contiguous(memory_format=torch.channels_last)
             y = (fast if len(x) == batch else model)(x).float().cpu().numpy()       # one compiled shape

@@ -167,7 +167,7 @@ def predict_raw(model: nn.Module, card: dict, images, batch: int = 256, device=N
             if isinstance(m, nn.Dropout): m.train()
         compile = False
     try: return finder_logits(model, images, torch.tensor(card['noise_sigma']), batch, device, show_progress, compile,
-                              keep_mode=mc_dropout)
+                              keep_mode=mc_dropout, desc='predict')
     finally: model.eval()
 
 def interval_scale(z: np.ndarray, level: float = 0.6827) -> np.ndarray:
