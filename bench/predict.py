@@ -30,16 +30,16 @@ def lenses(n: int, seed: int, min_arc_snr: float = 20.0):
     "noisy images (N, 3, 64, 64), truth (N, 7) and arc S/N of n lenstronomy-made LSST g,r,i lenses, cached in bench/out/."
     f = OUT / f'predict_lenses_n{n}_seed{seed}_snr{min_arc_snr:g}.npz'
     if f.is_file():
-        d = np.load(f); return d['noisy'], d['truth'], d['arc_snr'], d['light']
+        d = np.load(f); return d['noisy'], d['truth'], d['arc_snr']
     t0 = time.perf_counter()
-    noisy, clean, arcs, cat = reference_lenses(n, 'LSST', 'g,r,i', seed, min_arc_snr=min_arc_snr)
+    noisy, _, _, cat = reference_lenses(n, 'LSST', 'g,r,i', seed, min_arc_snr=min_arc_snr)
     truth = np.stack([np.asarray(cat[p], float) for p in PARAM_NAMES], 1)
     OUT.mkdir(exist_ok=True)
     tmp = f.with_suffix('.tmp.npz')
-    np.savez_compressed(tmp, noisy=noisy, truth=truth, arc_snr=np.asarray(cat['arc_snr']), light=clean - arcs)
+    np.savez_compressed(tmp, noisy=noisy, truth=truth, arc_snr=np.asarray(cat['arc_snr']))
     os.replace(tmp, f)
     print(f"made {n} lenses with lenstronomy in {time.perf_counter() - t0:.0f} s -> {f}")
-    return noisy, truth, np.asarray(cat['arc_snr']), clean - arcs
+    return noisy, truth, np.asarray(cat['arc_snr'])
 
 
 def throughput(model, card, images, compile: bool, repeat: int = 3) -> float:
@@ -90,7 +90,7 @@ def main():
     ap.add_argument('--mcmc-burn', type=int, default=100); ap.add_argument('--mcmc-run', type=int, default=100)
     args = ap.parse_args()
     torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
-    noisy, truth, snr, _ = lenses(args.n, args.seed)
+    noisy, truth, snr = lenses(args.n, args.seed)
     folder = Path(args.weights) if args.weights else find_predictor('LSST', 'g,r,i')
     model, card = load_predictor(folder)
     pred, raw = predict_parameters(model, card, noisy), predict_parameters(model, card, noisy, calibrated=False)

@@ -6,7 +6,7 @@ Docs: https://slnb-dev.github.io/slnb/predict.html.md"""
 
 # %% ../nbs/50_predict.ipynb #d5438f1a
 from __future__ import annotations
-import json, math, time
+import math, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from .denoise import find_weights, load_weights, train_shipped
 from .detect import (NoWeightsError, PreActBlock, TrainingPool, _band_order, _compiled, add_training_noise,
                          band_noise, count_flops, dihedral_each, finder_logits, normalise, shift_and_blur,
                          validation_set)
-from .surveys import Band, get_survey
+from .surveys import get_survey
 
 # %% auto #0
 __all__ = ['PREDICTOR_SIZES', 'N_PARAMS', 'SHIPPED_PREDICTORS', 'dihedral_parameters', 'shift_parameters', 'to_targets',
