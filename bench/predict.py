@@ -3,7 +3,9 @@ MCMC fit.
 
 Targets (issue 7), on lenses made by lenstronomy (every pixel: `slnb.reference.reference_lenses`) with arc S/N >= 20:
 median |theta_E error| / theta_E <= 3%; each parameter's 68% interval covering 0.68 +- 0.08 of the truths; >= 1000
-lenses/s on this CPU, start-up excluded. The lenses are made once and kept in bench/out/. The MCMC reference is one
+lenses/s on this CPU, start-up excluded. A predictor trained on the deblender's ARCS beside the image (card `inputs`
+'image+arcs') gets them from the shipped deblender, made once here (in the pipeline the deblend stage has made them
+already); its speed is given without and with the deblender's time. The lenses are made once and kept in bench/out/. The MCMC reference is one
 lenstronomy + emcee fit of one of these lenses (i band; SIE + SHEAR, Sérsic lens light and source), started at the CNN's
 prediction, with `--mcmc-burn` + `--mcmc-run` steps: a short chain (issue 8's fits run longer), so the ratio is a floor.
 
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 from slnb.core import PARAM_NAMES
+from slnb.deblend import deblend_images, find_deblender, load_deblender
 from slnb.predict import (coverage, find_predictor, load_predictor, normalised_errors, predict_parameters,
                           prediction_metrics)
 from slnb.reference import lenstronomy_band, reference_lenses
@@ -42,12 +45,20 @@ def lenses(n: int, seed: int, min_arc_snr: float = 20.0):
     return noisy, truth, np.asarray(cat['arc_snr'])
 
 
-def throughput(model, card, images, compile: bool, repeat: int = 3) -> float:
-    "Lenses per second of predict_parameters on `images`, after one warm-up pass (start-up excluded)."
-    predict_parameters(model, card, images, compile=compile)
+def throughput(model, card, images, compile: bool, arcs=None, repeat: int = 3) -> float:
+    "Lenses per second of predict_parameters on `images` (and their ARCS), after one warm-up pass (start-up excluded)."
+    predict_parameters(model, card, images, compile=compile, arcs=arcs)
     t0 = time.perf_counter()
-    for _ in range(repeat): predict_parameters(model, card, images, compile=compile)
+    for _ in range(repeat): predict_parameters(model, card, images, compile=compile, arcs=arcs)
     return repeat * len(images) / (time.perf_counter() - t0)
+
+
+def deblend_rate(images) -> float:
+    "Lenses per second of the shipped LSST g,r,i deblender on `images` (after a warm-up batch)."
+    deblender = load_deblender(find_deblender('LSST', 'g,r,i'))
+    deblend_images(*deblender, images[:64])
+    t0 = time.perf_counter(); deblend_images(*deblender, images)
+    return len(images) / (time.perf_counter() - t0)
 
 
 BOUNDS = dict(theta_E=(0.05, 5.0), e1=(-0.5, 0.5), e2=(-0.5, 0.5), gamma1=(-0.3, 0.3), gamma2=(-0.3, 0.3),
@@ -93,7 +104,11 @@ def main():
     noisy, truth, snr = lenses(args.n, args.seed)
     folder = Path(args.weights) if args.weights else find_predictor('LSST', 'g,r,i')
     model, card = load_predictor(folder)
-    pred, raw = predict_parameters(model, card, noisy), predict_parameters(model, card, noisy, calibrated=False)
+    arcs = None
+    if card.get('inputs', 'image') == 'image+arcs':
+        arcs = deblend_images(*load_deblender(find_deblender('LSST', 'g,r,i')), noisy)[1]
+        print(f"{folder.name} reads the image and {card['deblender']}'s ARCS of it")
+    pred, raw = predict_parameters(model, card, noisy, arcs=arcs), predict_parameters(model, card, noisy, calibrated=False, arcs=arcs)
     m = prediction_metrics(pred, truth)
     z, z_raw = normalised_errors(pred, truth), normalised_errors(raw, truth)
     out = dict(n=len(noisy), weights=folder.name, arc_snr_median=float(np.median(snr)), **m,
@@ -110,16 +125,23 @@ def main():
     if args.mc_dropout:
         for label, kw in (('MC dropout only', dict(mc_only=True, calibrated=False)),
                           ('MC dropout + Gaussian', dict(calibrated=False)), ('MC dropout + Gaussian, calibrated', {})):
-            pm = predict_parameters(model, card, noisy, mc_dropout=args.mc_dropout, **kw)
+            pm = predict_parameters(model, card, noisy, mc_dropout=args.mc_dropout, arcs=arcs, **kw)
             mm = prediction_metrics(pm, truth)
             out[label] = mm
             print(f"{label:34s} theta_E error {mm['theta_E_median_rel_error']:.4f}, 68% coverage "
                   + ' '.join(f'{c:.2f}' for c in mm['coverage68']))
     x = np.concatenate([noisy] * max(1, 4096 // len(noisy)))[:4096]
-    eager, compiled = throughput(model, card, x, False), throughput(model, card, x, True)
+    xa = None if arcs is None else np.concatenate([arcs] * max(1, 4096 // len(noisy)))[:4096]
+    eager, compiled = throughput(model, card, x, False, xa), throughput(model, card, x, True, xa)
     out.update(lenses_per_s_eager=eager, lenses_per_s_compiled=compiled, threads=torch.get_num_threads())
     print(f"speed on this CPU ({torch.get_num_threads()} threads, batch 256, 4096 lenses, start-up excluded): "
-          f"{eager:.0f} lenses/s eager, {compiled:.0f} lenses/s compiled (target >= 1000)")
+          f"{eager:.0f} lenses/s eager, {compiled:.0f} lenses/s compiled (target >= 1000)"
+          + (' given the ARCS' if arcs is not None else ''))
+    if arcs is not None:
+        d = deblend_rate(x[:1024])
+        both = 1 / (1 / d + 1 / max(eager, compiled))
+        out.update(deblend_lenses_per_s=d, deblend_and_predict_lenses_per_s=both)
+        print(f"the deblender alone: {d:.0f} lenses/s; deblender + predictor: {both:.0f} lenses/s")
     i = int(np.argsort(snr)[len(snr) // 2])
     t_fit = one_mcmc_fit(noisy[i, 2].astype(float), pred['mean'][i], args.mcmc_burn, args.mcmc_run)
     out.update(mcmc_seconds=t_fit, mcmc_steps=args.mcmc_burn + args.mcmc_run, time_ratio=t_fit * max(eager, compiled))

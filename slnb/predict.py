@@ -6,7 +6,7 @@ Docs: https://slnb-dev.github.io/slnb/predict.html.md"""
 
 # %% ../nbs/50_predict.ipynb #d5438f1a
 from __future__ import annotations
-import math, time
+import math, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -25,10 +25,10 @@ from .surveys import get_survey
 # %% auto #0
 __all__ = ['PREDICTOR_SIZES', 'N_PARAMS', 'SHIPPED_PREDICTORS', 'dihedral_parameters', 'shift_parameters', 'to_targets',
            'from_targets', 'LensPredictor', 'make_predictor', 'gaussian_head', 'gaussian_nll', 'covariance',
-           'predictor_view', 'PredictorConfig', 'predict_raw', 'interval_scale', 'coverage', 'train_predictor',
-           'calibrate_predictor', 'predict_parameters', 'normalised_errors', 'prediction_metrics',
-           'train_shipped_predictor', 'load_predictor', 'find_predictor', 'central_cutouts', 'prediction_table',
-           'predict_cube', 'plot_predictions', 'plot_coverage']
+           'deblended_views', 'stored_view', 'predictor_view', 'PredictorConfig', 'predict_raw', 'interval_scale',
+           'coverage', 'train_predictor', 'calibrate_predictor', 'predict_parameters', 'predictor_inputs',
+           'normalised_errors', 'prediction_metrics', 'train_shipped_predictor', 'load_predictor', 'find_predictor',
+           'central_cutouts', 'prediction_table', 'predict_cube', 'plot_predictions', 'plot_coverage']
 
 # %% ../nbs/50_predict.ipynb #04825974
 def dihedral_parameters(params: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -122,6 +122,25 @@ def covariance(L: torch.Tensor) -> torch.Tensor:
     return torch.cholesky_inverse(L.double()).float()
 
 # %% ../nbs/50_predict.ipynb #f17121ac
+def deblended_views(pool: TrainingPool, n: int, gen: torch.Generator, max_shift_pix: float, deblender: nn.Module,
+                    deblender_card: dict, device=None, chunk: int = 4096, show_progress: bool = False):
+    "n training views made once: noisy images with the deblender's ARCS of them beside (n, 2B, H, W) float16, electron/s,\
+ and their parameters (n, 7); the pool gets `chunk` new lenses after each chunk."
+    from slnb.deblend import deblend_images
+    xs, ps = [], []
+    for i in progress(range(0, n, chunk), desc='deblend training views', disable=not show_progress):
+        if i: pool.refresh(min(chunk, pool.size))
+        x, p = predictor_view(pool, min(chunk, n - i), gen, max_shift_pix)
+        _, arcs = deblend_images(deblender, deblender_card, x.numpy(), device=device)
+        xs.append(torch.cat([x, torch.as_tensor(arcs)], 1).half()); ps.append(p)
+    return torch.cat(xs), torch.cat(ps)
+
+def stored_view(views: torch.Tensor, params: torch.Tensor, n: int, gen: torch.Generator):
+    "A training batch of fixed views, each turned/flipped at random (its parameters alike): (n, C, H, W), (n, 7)."
+    idx = torch.randint(0, len(views), (n,), generator=gen)
+    k = torch.randint(0, 8, (n,), generator=gen)
+    return dihedral_each(views[idx].float(), k), dihedral_parameters(params[idx], k)
+
 def predictor_view(pool: TrainingPool, n: int, gen: torch.Generator, max_shift_pix: float = 1.0, with_arcs: bool = False):
     "A training batch of lenses from the pool: noisy images (n, B, H, W) electron/s (with `with_arcs`, B more channels:\
  the noiseless arcs alone, seen the same way) and their parameters (n, 7)."
@@ -152,7 +171,9 @@ class PredictorConfig:
     refresh_every: int = 200
     n_val: int = 2048
     min_arc_snr: float = 10.0
-    max_shift_pix: float = 1.0
+    max_shift_pix: float = 2.0
+    inputs: str = 'image+arcs'     # 'image', or 'image+arcs': the deblender's ARCS beside the image
+    views: int = 32768             # with 'image+arcs': noisy views deblended once (too slow per step on a CPU)
     seed: int = 0
     compile: bool = True
 
@@ -190,17 +211,25 @@ def train_predictor(cfg: PredictorConfig, device=None, show_progress: bool = Tru
     lens = pool.label > 0
     t = pool.params[lens].clone(); t[:, 0] = t[:, 0].log()
     mean, std = t.mean(0).tolist(), t.std(0).tolist()
-    model = make_predictor(len(bands), cfg.num_pix, cfg.size).to(device, memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with_arcs = _check_inputs(cfg.inputs) == 'image+arcs'
+    if with_arcs:
+        from slnb.deblend import find_deblender, load_deblender
+        deblender = find_deblender(cfg.survey, cfg.bands)
+        views, view_params = deblended_views(pool, cfg.views, gen, cfg.max_shift_pix, *load_deblender(deblender, str(device)),
+                                             device, show_progress=show_progress)
+        sigma = torch.cat([sigma, sigma])
+    model = make_predictor(len(sigma), cfg.num_pix, cfg.size).to(device, memory_format=torch.channels_last)
     step_model = _compiled(model) if cfg.compile else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    gen = torch.Generator().manual_seed(cfg.seed)
     bar = progress(range(cfg.steps), desc=f'train predictor {cfg.survey} {cfg.bands}', disable=not show_progress)
     losses = []
     for step in bar:
-        if step and step % cfg.refresh_every == 0: pool.refresh(cfg.pool // 10)
+        if step and step % cfg.refresh_every == 0 and not with_arcs: pool.refresh(cfg.pool // 10)
         model.train()
-        x, p = predictor_view(pool, cfg.batch, gen, cfg.max_shift_pix)
+        x, p = (stored_view(views, view_params, cfg.batch, gen) if with_arcs else
+                predictor_view(pool, cfg.batch, gen, cfg.max_shift_pix))
         x = normalise(x.to(device), sigma.to(device)).contiguous(memory_format=torch.channels_last)
         loss = gaussian_nll(step_model(x), to_targets(p, mean, std).to(device))
         opt.zero_grad(set_to_none=True); loss.backward()
@@ -209,9 +238,10 @@ def train_predictor(cfg: PredictorConfig, device=None, show_progress: bool = Tru
         if show_progress and hasattr(bar, 'set_postfix') and step % 50 == 0: bar.set_postfix(nll=f'{np.mean(losses[-50:]):.2f}')
     card = dict(model='LensPredictor', size=cfg.size, survey=cfg.survey, bands=[b.name for b in bands],
                 num_pix=cfg.num_pix, pixel_scale=bands[0].pixel_scale, noise_sigma=[float(s) for s in sigma],
+                inputs=cfg.inputs, deblender=deblender.name if with_arcs else None,
                 params=list(PARAM_NAMES), target_mean=mean, target_std=std, calibration=[1.0] * N_PARAMS,
                 config=asdict(cfg), loss_curve=[float(np.mean(losses[i:i + 100])) for i in range(0, len(losses), 100)],
-                flops=count_flops(model, (len(bands), cfg.num_pix, cfg.num_pix)), slnb_version=__version__,
+                flops=count_flops(model, (len(sigma), cfg.num_pix, cfg.num_pix)), slnb_version=__version__,
                 torch_version=torch.__version__)
     model = model.cpu().eval()
     calibrate_predictor(model, card)
@@ -236,10 +266,12 @@ def calibrate_predictor(model: nn.Module, card: dict) -> dict:
 # %% ../nbs/50_predict.ipynb #a9649b45
 def predict_parameters(model: nn.Module, card: dict, images, batch: int = 256, device=None, show_progress: bool = False,
                        compile: bool | None = None, calibrated: bool = True, mc_dropout: int = 0,
-                       mc_only: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
+                       mc_only: bool = False, seed: int = 0, arcs=None) -> dict[str, np.ndarray]:
     "Parameters (N, 7), their 1-sigma (N, 7) and covariance (N, 7, 7) of (log theta_E, e1, ..., center_y) for cutouts\
- (N, B, H, W) electron/s in the card's bands (dropout masks drawn from `seed`)."
+ (N, B, H, W) electron/s in the card's bands (dropout masks drawn from `seed`); `arcs`: their ARCS, where the card\
+ asks for them (else its deblender makes them)."
     std = np.asarray(card['target_std'], float)
+    images = predictor_inputs(card, images, arcs, device, show_progress)
     if mc_dropout:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -258,6 +290,26 @@ def predict_parameters(model: nn.Module, card: dict, images, batch: int = 256, d
     sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2)).copy()
     sd[:, 0] *= mean[:, 0]                                              # sigma(theta_E) = theta_E sigma(log theta_E)
     return dict(mean=mean, std=sd, cov=cov)
+
+def _check_inputs(inputs: str) -> str:
+    "The predictor input kind, checked."
+    if inputs not in ('image', 'image+arcs'): raise ValueError(f"unknown predictor inputs '{inputs}': 'image' or 'image+arcs'")
+    return inputs
+
+def predictor_inputs(card: dict, images, arcs=None, device=None, show_progress: bool = False) -> np.ndarray:
+    "The network input for cutouts (N, B, H, W) electron/s: the images, with their ARCS (N, B, H, W) beside them where\
+ the card was trained so (made by the card's deblender where `arcs` is None)."
+    if _check_inputs(card.get('inputs', 'image')) == 'image': return images
+    images = np.asarray(images, np.float32)
+    if arcs is None:
+        from slnb.deblend import deblend_images, find_deblender, load_deblender
+        folder = find_deblender(card['survey'], card['bands'])
+        if folder.name != card['deblender']:
+            raise NoWeightsError(f"this predictor was trained on the ARCS of '{card['deblender']}', found '{folder}'")
+        _, arcs = deblend_images(*load_deblender(folder, device), images, device=device, show_progress=show_progress)
+    if np.shape(arcs) != images.shape:
+        raise ValueError(f"ARCS of shape {np.shape(arcs)} for images of shape {images.shape}: they must match")
+    return np.concatenate([images, np.asarray(arcs, np.float32)], 1)
 
 def normalised_errors(pred: dict, truth: np.ndarray) -> np.ndarray:
     "(truth - mean) / std (N, 7), with theta_E's error taken in log theta_E."
@@ -289,7 +341,7 @@ def train_shipped_predictor(name: str, seed: int | None = None, device=None, ste
 
 def load_predictor(folder: str | Path, device=None) -> tuple[LensPredictor, dict]:
     "A predictor and its card from a weights folder (weights_only: no pickled code is run)."
-    return load_weights(folder, 'LensPredictor', lambda c: make_predictor(len(c['bands']), c['num_pix'], c['size']), device)
+    return load_weights(folder, 'LensPredictor', lambda c: make_predictor(len(c['noise_sigma']), c['num_pix'], c['size']), device)
 
 def find_predictor(survey: str, bands, root: str | Path | None = None) -> Path:
     "The predictor weights folder for a survey and bands (see `slnb.denoise.find_weights`)."
@@ -328,7 +380,16 @@ def predict_cube(path: str | Path, weights: str | Path | None = None, batch: int
     model, card = load_predictor(folder, device)
     order = _band_order(card, cube.survey, cube.bands, str(path))
     x, offset = central_cutouts(cube.images[:, order], card['num_pix'], cube.pixel_scale, str(path))
-    pred = predict_parameters(model, card, x, batch, device, show_progress, mc_dropout=mc_dropout)
+    arcs = None
+    if card.get('inputs', 'image') == 'image+arcs':
+        if 'ARCS' not in cube.extensions:                              # not deblended yet: the card's deblender does it
+            from slnb.deblend import deblend_cube
+            cube = deblend_cube(cube, batch=batch, device=device, show_progress=show_progress, root=root)[0]
+        elif cube.header.get('DEBLENDR', card['deblender']) != card['deblender']:
+            warnings.warn(f"{path}: its ARCS are from {cube.header['DEBLENDR']}; {folder.name} was trained on those of "
+                          f"{card['deblender']}")
+        arcs = central_cutouts(cube.extensions['ARCS'][:, order], card['num_pix'], cube.pixel_scale, str(path))[0]
+    pred = predict_parameters(model, card, x, batch, device, show_progress, mc_dropout=mc_dropout, arcs=arcs)
     pred['mean'][:, 5:7] += offset
     ids = cube.catalog['id'] if cube.catalog is not None and 'id' in cube.catalog.colnames else np.arange(len(cube))
     return prediction_table(ids, pred), folder

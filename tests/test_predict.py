@@ -10,8 +10,8 @@ from slnb.cli import main
 from slnb.core import PARAM_NAMES
 from slnb.detect import NoWeightsError, dihedral_each
 from slnb.predict import (central_cutouts, coverage, covariance, dihedral_parameters, find_predictor, gaussian_head,
-                          gaussian_nll, interval_scale, load_predictor, predict_parameters, prediction_metrics,
-                          shift_parameters)
+                          gaussian_nll, interval_scale, load_predictor, predict_cube, predict_parameters,
+                          prediction_metrics, predictor_inputs, shift_parameters)
 
 
 def lenstronomy_sie(p, src, num_pix=40, scale=0.1):
@@ -90,7 +90,7 @@ def test_shipped_predictor_models_lenstronomy_lenses(shipped, lenses):
     noisy, truth = lenses
     pred = predict_parameters(model, card, noisy)
     m = prediction_metrics(pred, truth)
-    assert m['theta_E_median_rel_error'] < 0.06                 # the target (3%) is measured on 1000 in bench/predict.py
+    assert m['theta_E_median_rel_error'] < 0.055                # the target (3%) is measured on 1000 in bench/predict.py
     assert abs(m['theta_E_median_bias']) < 0.03
     assert m['rms']['center_x'] < 0.1 and m['rms']['center_y'] < 0.1
     assert all(0.45 <= c <= 0.9 for c in m['coverage68'])       # 64 lenses: +-0.12 is ~2 sigma of binomial scatter
@@ -107,7 +107,7 @@ def test_predictions_turn_and_move_with_the_image(shipped, lenses):
         expect = dihedral_parameters(torch.as_tensor(base['mean']), torch.full((32,), k)).numpy()
         dz = np.abs(pk['mean'] - expect) / base['std']
         assert np.median(dz) < 0.5, (k, np.median(dz, 0))       # the same lens, turned: the same model, turned
-    # one row up (+y), one column left (-x): within the +-1 pixel of the training shifts (larger offsets are shrunk)
+    # one row up (+y), one column left (-x): within the +-2 pixels of the training shifts
     moved = predict_parameters(model, card, np.roll(noisy, (1, -1), axis=(-2, -1)))
     shift = np.median(moved['mean'][:, 5:7] - base['mean'][:, 5:7], 0)
     assert np.allclose(shift, [-0.2, 0.2], atol=0.02)
@@ -132,3 +132,32 @@ def test_slnb_predict_writes_a_spec_catalogue(shipped, tmp_path, capsys):
     assert main(['predict', str(tmp_path / 'e.fits'), '-o', str(tmp_path / 'e.ecsv')]) == 2
     assert 'no predict weights for Euclid' in capsys.readouterr().err
     assert main(['predict', str(tmp_path / 'c.fits'), '-o', str(tmp_path / 'q.ecsv'), '--mc-dropout', '1']) == 2
+
+
+def test_predictor_inputs_put_the_arcs_beside_the_image():
+    x = np.ones((2, 3, 8, 8), np.float32)
+    assert predictor_inputs(dict(inputs='image'), x) is x and predictor_inputs({}, x) is x      # older cards: image only
+    both = predictor_inputs(dict(inputs='image+arcs'), x, 2 * x)
+    assert both.shape == (2, 6, 8, 8) and np.all(both[:, :3] == 1) and np.all(both[:, 3:] == 2)
+    with pytest.raises(ValueError, match='must match'): predictor_inputs(dict(inputs='image+arcs'), x, x[:, :2])
+    with pytest.raises(ValueError, match="unknown predictor inputs 'arcs'"): predictor_inputs(dict(inputs='arcs'), x)
+
+
+def test_predict_cube_reads_the_cubes_arcs(shipped, tmp_path):
+    "A cube deblended by the pipeline gives the same predictions as one the predictor deblends itself; other ARCS change them."
+    from slnb.deblend import deblend_cube
+    from slnb.io import write_cube
+    from slnb.simulate import simulate_cube
+    model, card = shipped
+    if card.get('inputs') != 'image+arcs': pytest.skip('the shipped predictor reads the image alone')
+    cube = simulate_cube(8, 'LSST', 'g,r,i', lens_fraction=1.0, seed=5, show_progress=False)
+    write_cube(cube, tmp_path / 'raw.fits')
+    own = predict_cube(tmp_path / 'raw.fits', show_progress=False)[0]
+    write_cube(deblend_cube(cube, show_progress=False)[0], tmp_path / 'deb.fits')
+    given = predict_cube(tmp_path / 'deb.fits', show_progress=False)[0]
+    assert np.allclose(own['theta_E'], given['theta_E'], rtol=1e-4)
+    cube.extensions['ARCS'] = np.zeros_like(cube.images); cube.header['DEBLENDR'] = 'deblend-other'
+    write_cube(cube, tmp_path / 'zero.fits')
+    with pytest.warns(UserWarning, match='ARCS are from deblend-other'):
+        blind = predict_cube(tmp_path / 'zero.fits', show_progress=False)[0]
+    assert np.median(np.abs(blind['theta_E'] / own['theta_E'] - 1)) > 0.02
