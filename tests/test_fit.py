@@ -1,0 +1,44 @@
+"""MCMC lens modelling (issue 8, first part): the lenstronomy likelihood built from a SPEC cube."""
+import numpy as np
+import pytest
+
+from slnb.core import PARAM_NAMES
+from slnb.fit import FitDataError, FitModel, LensLikelihood, band_data, band_psf, lens_start, truth_start
+from slnb.simulate import simulate_cube
+
+
+@pytest.fixture(scope='module')
+def cube():
+    return simulate_cube(2, 'LSST', 'g,r,i', lens_fraction=1.0, seed=8, source='sersic', variance=True, show_progress=False)
+
+
+def test_chi2_at_the_truth_is_one_and_theta_E_is_constrained(cube):
+    for i in range(len(cube)):
+        start = truth_start(cube.catalog[i])
+        lk = LensLikelihood(cube, i, start)
+        truth = np.array([cube.catalog[i][p] for p in PARAM_NAMES], float)
+        at = lk.chi2_red(lk.args(start))
+        assert 0.9 < at < 1.1
+        for f in (0.98, 1.02):                      # 2% off in theta_E: excluded at > 3 sigma (delta chi^2 > 9)
+            off = lk.chi2_red(lk.args(dict(start, lens=lens_start(truth * [f, 1, 1, 1, 1, 1, 1]))))
+            assert (off - at) * lk.n_data > 9, (i, f, at, off)
+
+
+def test_one_band_and_the_mask_count_pixels(cube):
+    start = truth_start(cube.catalog[0])
+    assert LensLikelihood(cube, 0, start, bands=['i']).n_data == 64 * 64
+    cube.extensions['MASK'] = np.zeros(cube.shape, np.uint8); cube.extensions['MASK'][0, :, :8] = 1
+    try: assert LensLikelihood(cube, 0, start).n_data == 3 * 64 * 56
+    finally: del cube.extensions['MASK']
+
+
+def test_bad_input_gets_clear_errors(cube):
+    with pytest.raises(ValueError, match="unknown mass model 'NFW'"): FitModel('NFW')
+    bare = simulate_cube(1, 'LSST', 'g,r,i', lens_fraction=1.0, seed=8, source='sersic', show_progress=False)
+    bare.header = {}
+    with pytest.raises(FitDataError, match='no PSF extension and no PSF_G keyword'): band_psf(bare, 0)
+    bare.header['PSF_G'] = 0.7
+    bare.extensions['MASK'] = np.ones(bare.shape, np.uint8)
+    with pytest.raises(FitDataError, match='no usable pixel'): band_data(bare, 0, 0)
+    clumpy = simulate_cube(1, 'LSST', 'g,r,i', lens_fraction=1.0, seed=8, show_progress=False)
+    with pytest.raises(FitDataError, match='not a plain-Sérsic simulated lens'): truth_start(clumpy.catalog[0])
