@@ -15,7 +15,7 @@ from .surveys import get_survey
 
 # %% auto #0
 __all__ = ['BOUNDS', 'FitDataError', 'band_psf', 'band_noise_map', 'band_data', 'FitModel', 'lens_start', 'truth_start',
-           'LensLikelihood']
+           'LensLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'run_sampler']
 
 # %% ../nbs/60_fit.ipynb #86493c08
 class FitDataError(ValueError):
@@ -150,3 +150,69 @@ class LensLikelihood:
     def chi2_red(self, args) -> float:
         "chi^2 per unmasked pixel, amplitudes solved."
         return -2 * self.log_likelihood(args) / self.n_data
+
+# %% ../nbs/60_fit.ipynb #04bc4b7f
+@dataclass
+class SamplerConfig:
+    "An emcee run: ensemble size, stopping rule (chains >= tau_factor x tau, tau stable to tau_rtol), seed."
+    walkers_per_param: int = 4
+    max_steps: int = 5000
+    check_every: int = 100
+    tau_factor: float = 50.0
+    tau_rtol: float = 0.05
+    seed: int = 0
+
+def start_ball(centre: np.ndarray, spread: np.ndarray, n: int, rng: np.random.Generator, lower=None, upper=None) -> np.ndarray:
+    "n walkers (n, D) drawn from N(centre, spread^2), kept inside the bounds."
+    p = centre + spread * rng.standard_normal((n, len(centre)))
+    if lower is not None: p = np.clip(p, np.asarray(lower) + 1e-9, np.asarray(upper) - 1e-9)
+    return p
+
+@dataclass
+class ChainSummary:
+    "What a run gives: the chain after burn-in (S, D), acceptance, tau (D,), steps run, converged, best sample."
+    samples: np.ndarray
+    acceptance: float
+    tau: np.ndarray
+    n_steps: int
+    converged: bool
+    best: np.ndarray
+    best_log_likelihood: float
+
+def _tau(sampler) -> np.ndarray:
+    "The integrated autocorrelation time (D,) of each parameter (emcee's estimate, without its length check)."
+    return sampler.get_autocorr_time(tol=0, quiet=True)
+
+def run_sampler(log_prob, p0: np.ndarray, cfg: SamplerConfig | None = None, backend: str | None = None,
+                name: str = 'mcmc', show_progress: bool = False, desc: str = 'mcmc') -> ChainSummary:
+    "Run emcee from walkers p0 (W, D) until converged or cfg.max_steps; with `backend` (HDF5), saved and resumable."
+    import emcee
+    from slnb.core import progress
+    cfg = cfg or SamplerConfig()
+    nwalkers, ndim = p0.shape
+    store = emcee.backends.HDFBackend(str(backend), name=name) if backend else None
+    done = 0
+    if store is not None:
+        try: done = store.iteration
+        except (OSError, KeyError): done = 0
+        if done == 0: store.reset(nwalkers, ndim)
+    sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, backend=store)
+    sampler.random_state = np.random.RandomState([cfg.seed, done]).get_state()
+    state = sampler.get_last_sample() if done else p0
+    old_tau, converged = np.full(ndim, np.inf), False
+    bar = progress(total=cfg.max_steps, initial=done, desc=desc, disable=not show_progress, leave=False)
+    while sampler.iteration < cfg.max_steps and not converged:
+        n = min(cfg.check_every - sampler.iteration % cfg.check_every, cfg.max_steps - sampler.iteration)
+        state = sampler.run_mcmc(state, n, skip_initial_state_check=True)
+        bar.update(n)
+        tau = _tau(sampler)
+        converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration) and np.all(np.abs(old_tau - tau) < cfg.tau_rtol * tau))
+        old_tau = tau
+    bar.close()
+    tau = _tau(sampler)
+    burn = int(min(2 * np.nanmax(tau), sampler.iteration // 2)) if np.all(np.isfinite(tau)) else sampler.iteration // 2
+    lp = sampler.get_log_prob()
+    k = np.unravel_index(np.argmax(lp), lp.shape)
+    return ChainSummary(samples=sampler.get_chain(discard=burn, flat=True), acceptance=float(np.mean(sampler.acceptance_fraction)),
+                        tau=tau, n_steps=int(sampler.iteration), converged=converged,
+                        best=sampler.get_chain()[k], best_log_likelihood=float(lp[k]))

@@ -42,3 +42,21 @@ def test_bad_input_gets_clear_errors(cube):
     with pytest.raises(FitDataError, match='no usable pixel'): band_data(bare, 0, 0)
     clumpy = simulate_cube(1, 'LSST', 'g,r,i', lens_fraction=1.0, seed=8, show_progress=False)
     with pytest.raises(FitDataError, match='not a plain-Sérsic simulated lens'): truth_start(clumpy.catalog[0])
+
+
+def test_sampler_recovers_a_gaussian_stops_itself_and_resumes(tmp_path):
+    from slnb.fit import SamplerConfig, run_sampler, start_ball
+    C = np.array([[0.5, -0.2], [-0.2, 0.3]])
+    P = np.linalg.inv(C)
+    logp = lambda x: -0.5 * (x - 1) @ P @ (x - 1)
+    p0 = start_ball(np.ones(2), np.full(2, 0.05), 8, np.random.default_rng(1))
+    run = run_sampler(logp, p0, SamplerConfig(max_steps=30000, seed=3))
+    assert run.converged and run.n_steps < 30000 and np.all(run.n_steps > 50 * run.tau)
+    assert np.allclose(run.samples.mean(0), 1, atol=0.1) and np.allclose(np.cov(run.samples.T), C, atol=0.08)
+    assert 0.3 < run.acceptance < 0.9
+    again = run_sampler(logp, p0, SamplerConfig(max_steps=30000, seed=3))
+    assert np.array_equal(again.samples, run.samples)                     # seeded: the same numbers
+    cut = run_sampler(logp, p0, SamplerConfig(max_steps=200, seed=3), backend=tmp_path / 'c.h5', name='obj1')
+    assert cut.n_steps == 200 and not cut.converged
+    rest = run_sampler(logp, p0, SamplerConfig(max_steps=30000, seed=3), backend=tmp_path / 'c.h5', name='obj1')
+    assert rest.converged and rest.n_steps > 200 and len(rest.samples) > 0
