@@ -15,7 +15,7 @@ from .surveys import get_survey
 
 # %% auto #0
 __all__ = ['BOUNDS', 'FitDataError', 'band_psf', 'band_noise_map', 'band_data', 'FitModel', 'lens_start', 'truth_start',
-           'LensLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'run_sampler']
+           'LensLikelihood', 'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'run_sampler']
 
 # %% ../nbs/60_fit.ipynb #86493c08
 class FitDataError(ValueError):
@@ -98,7 +98,7 @@ def truth_start(row, mass: str = 'SIE') -> dict:
                 lens_light=[{p: float(row[f'lens_light_{p}']) for p in LIGHT_PARAMS}],
                 source=[{p: float(row[f'source_{p}']) for p in LIGHT_PARAMS}])
 
-# %% ../nbs/60_fit.ipynb #886d62a3
+# %% ../nbs/60_fit.ipynb #c98416d0
 def _sigmas(kws: list[dict]) -> list[dict]:
     "Initial spreads of lenstronomy keyword lists (0.05 in every parameter: arcsec, or dimensionless)."
     return [{k: 0.05 for k in d} for d in kws]
@@ -113,7 +113,7 @@ class LensLikelihood:
         self.model = model or FitModel()
         js = range(len(cube.bands)) if bands is None else [cube.bands.index(b) for b in bands]
         parts = [band_data(cube, i, j, self.model.supersample) for j in js]
-        self.n_data = int(sum(m.sum() for _, m in parts))
+        self.n_data, self.masks, self.start = int(sum(m.sum() for _, m in parts)), [m for _, m in parts], start
         data = dict(multi_band_list=[p for p, _ in parts], multi_band_type='multi-linear')
         m0 = start['lens'][0]
         fixed_shear = {'ra_0': m0['center_x'], 'dec_0': m0['center_y']}    # the shear's origin: the start's centre
@@ -151,7 +151,85 @@ class LensLikelihood:
         "chi^2 per unmasked pixel, amplitudes solved."
         return -2 * self.log_likelihood(args) / self.n_data
 
-# %% ../nbs/60_fit.ipynb #04bc4b7f
+# %% ../nbs/60_fit.ipynb #ccd231ca
+class BatchedLikelihood:
+    "The same likelihood as a LensLikelihood (SIE + shear, Sérsic lens light and source), for a whole ensemble of\
+ walkers at once in torch: log L (W,) of vectors (W, D) (images in `dtype`, the solve in float64)."
+    def __init__(self, lk: LensLikelihood, dtype=None, device=None):
+        import torch
+        from lenstronomy.Data.psf import PSF
+        if lk.model.mass != 'SIE': raise ValueError("the batched likelihood has the SIE only; use LensLikelihood for EPL")
+        self.lk, self.dtype = lk, dtype or torch.float32     # images in float32; normal equations and chi^2 in float64
+        self.device = torch.device(device or 'cpu')
+        t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=self.dtype, device=self.device)
+        bands = lk.sequence.kwargs_data_joint['multi_band_list']
+        kd, _, kn = bands[0]
+        H, W = kd['image_data'].shape
+        s, k = float(kd['transform_pix2angle'][0, 0]), int(kn.get('supersampling_factor', 1))
+        sub = (np.arange(k) + 0.5) / k - 0.5
+        cols = (np.arange(W)[:, None] + sub[None]).ravel(); rows = (np.arange(H)[:, None] + sub[None]).ravel()
+        y, x = np.meshgrid(kd['dec_at_xy_0'] + rows * s, kd['ra_at_xy_0'] + cols * s, indexing='ij')
+        self.x, self.y, self.shape, self.k = t(x.ravel())[None], t(y.ravel())[None], (H, W), k
+        self.data = t(np.stack([b[0]['image_data'] for b in bands])).double()
+        self.weight = t(np.stack([lk.masks[j] / b[0]['noise_map'] ** 2 for j, b in enumerate(bands)])).double()
+        self.gaussian = all(b[1]['psf_type'] == 'GAUSSIAN' for b in bands)
+        if self.gaussian:        # lenstronomy: ndimage.gaussian_filter(sigma, mode='nearest', truncate=5), separable
+            sig = [b[1]['fwhm'] / 2.3548200450309493 / s for b in bands]
+            r = max(int(5 * sg + 0.5) for sg in sig)
+            i = np.arange(-r, r + 1)
+            g = np.stack([np.where(np.abs(i) <= int(5 * sg + 0.5), np.exp(-0.5 * (i / sg) ** 2), 0) for sg in sig])
+            self.kernel = t(g / g.sum(1, keepdims=True))
+        else:                    # lenstronomy: fftconvolve(image, kernel, 'same'), zeros outside
+            kernels = [np.asarray(PSF(**b[1]).kernel_point_source, float) for b in bands]
+            size = max(len(kk) for kk in kernels)
+            self.kernel = t(np.stack([np.pad(kk, (size - len(kk)) // 2) for kk in kernels]))[:, None].flip(-1, -2)
+        lo, hi = lk.param.param_limits()
+        self.lower, self.upper = t(lo).double(), t(hi).double()
+        self.col = {n: i for i, n in enumerate(lk.names)}
+        self.shear_origin = [lk.start['lens'][0]['center_x'], lk.start['lens'][0]['center_y']]
+
+    def _images(self, p):
+        "Unconvolved lens light and lensed source (2, W, H, W_pix), unit amplitudes, pixel averages."
+        import torch
+        from slnb.render import sersic_profile, sie_deflection
+        c = lambda name: p[:, self.col[name]]
+        ax, ay = sie_deflection(self.x, self.y, c('theta_E_lens0'), c('e1_lens0'), c('e2_lens0'), c('center_x_lens0'), c('center_y_lens0'))
+        g1, g2 = c('gamma1_lens1')[:, None], c('gamma2_lens1')[:, None]
+        dx, dy = self.x - self.shear_origin[0], self.y - self.shear_origin[1]
+        bx, by = self.x - ax - g1 * dx - g2 * dy, self.y - ay - g2 * dx + g1 * dy
+        light = lambda xx, yy, tag: sersic_profile(xx, yy, *(c(f'{q}_{tag}') for q in ('R_sersic', 'n_sersic', 'e1', 'e2', 'center_x', 'center_y')))
+        imgs = torch.stack([light(self.x.expand_as(bx), self.y.expand_as(by), 'lens_light0'), light(bx, by, 'source_light0')])
+        H, W = self.shape
+        return imgs.reshape(2, -1, H, self.k, W, self.k).mean((3, 5))
+
+    def _convolve(self, img):
+        "Each band's PSF applied to images (M, 1, H, W): (M, B, H, W)."
+        import torch.nn.functional as F
+        B = len(self.kernel)
+        if not self.gaussian:
+            return F.conv2d(img, self.kernel, padding=self.kernel.shape[-1] // 2)
+        r = (self.kernel.shape[-1] - 1) // 2
+        img = F.pad(img, (r, r, r, r), mode='replicate').expand(-1, B, -1, -1)
+        img = F.conv2d(img, self.kernel[:, None, :, None], groups=B)
+        return F.conv2d(img, self.kernel[:, None, None, :], groups=B)
+
+    def __call__(self, args) -> np.ndarray:
+        import torch
+        p = torch.as_tensor(np.atleast_2d(args), dtype=torch.float64, device=self.device)
+        ok = ((p >= self.lower) & (p <= self.upper)).all(1)
+        imgs = self._images(p.to(self.dtype))                                            # (2, N, H, W)
+        n, (H, W), B = p.shape[0], self.shape, self.data.shape[0]
+        conv = self._convolve(imgs.reshape(2 * n, 1, H, W))                   # (2N, B, H, W)
+        L, S = conv.reshape(2, n, B, H, W).double()
+        w, d = self.weight, self.data
+        a11, a12, a22 = (w * L * L).sum((-2, -1)), (w * L * S).sum((-2, -1)), (w * S * S).sum((-2, -1))
+        b1, b2 = (w * L * d).sum((-2, -1)), (w * S * d).sum((-2, -1))
+        det = a11 * a22 - a12 ** 2
+        aL, aS = (a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det
+        chi2 = (w * (d - aL[..., None, None] * L - aS[..., None, None] * S) ** 2).sum((-3, -2, -1))
+        return torch.where(ok, -0.5 * chi2, -torch.inf).cpu().numpy()
+
+# %% ../nbs/60_fit.ipynb #1c50a986
 @dataclass
 class SamplerConfig:
     "An emcee run: ensemble size, stopping rule (chains >= tau_factor x tau, tau stable to tau_rtol), seed."

@@ -60,3 +60,23 @@ def test_sampler_recovers_a_gaussian_stops_itself_and_resumes(tmp_path):
     assert cut.n_steps == 200 and not cut.converged
     rest = run_sampler(logp, p0, SamplerConfig(max_steps=30000, seed=3), backend=tmp_path / 'c.h5', name='obj1')
     assert rest.converged and rest.n_steps > 200 and len(rest.samples) > 0
+
+
+def test_batched_likelihood_is_lenstronomys(cube):
+    from slnb.fit import BatchedLikelihood
+    start = truth_start(cube.catalog[1])
+    lk = LensLikelihood(cube, 1, start)
+    a = lk.args(start)
+    walkers = a + 0.02 * np.random.default_rng(2).standard_normal((12, lk.ndim)) * np.abs(a).clip(0.1)
+    ref = np.array([lk.log_likelihood(w) for w in walkers])
+    assert np.allclose(BatchedLikelihood(lk)(walkers), ref, rtol=0, atol=0.05)
+    psf = dict(cube.extensions)                                  # a pixel PSF (lenstronomy's fftconvolve path)
+    from lenstronomy.Util.kernel_util import kernel_gaussian
+    cube.extensions['PSF'] = np.stack([kernel_gaussian(21, 0.2, f) for f in (0.8, 0.75, 0.7)])
+    try:
+        lk2 = LensLikelihood(cube, 1, start)
+        ref2 = np.array([lk2.log_likelihood(w) for w in walkers[:4]])
+        assert np.allclose(BatchedLikelihood(lk2)(walkers[:4]), ref2, rtol=0, atol=0.05)
+    finally:
+        cube.extensions.clear(); cube.extensions.update(psf)
+    with pytest.raises(ValueError, match='SIE only'): BatchedLikelihood(LensLikelihood(cube, 1, truth_start(cube.catalog[1], 'EPL'), FitModel('EPL')))
