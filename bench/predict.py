@@ -53,9 +53,8 @@ def throughput(model, card, images, compile: bool, arcs=None, repeat: int = 3) -
     return repeat * len(images) / (time.perf_counter() - t0)
 
 
-def deblend_rate(images) -> float:
-    "Lenses per second of the shipped LSST g,r,i deblender on `images` (after a warm-up batch)."
-    deblender = load_deblender(find_deblender('LSST', 'g,r,i'))
+def deblend_rate(deblender, images) -> float:
+    "Lenses per second of a deblender (model, card) on `images` (after a warm-up batch)."
     deblend_images(*deblender, images[:64])
     t0 = time.perf_counter(); deblend_images(*deblender, images)
     return len(images) / (time.perf_counter() - t0)
@@ -104,9 +103,10 @@ def main():
     noisy, truth, snr = lenses(args.n, args.seed)
     folder = Path(args.weights) if args.weights else find_predictor('LSST', 'g,r,i')
     model, card = load_predictor(folder)
-    arcs = None
+    arcs = deblender = None
     if card.get('inputs', 'image') == 'image+arcs':
-        arcs = deblend_images(*load_deblender(find_deblender('LSST', 'g,r,i')), noisy)[1]
+        deblender = load_deblender(find_deblender('LSST', 'g,r,i'))
+        arcs = deblend_images(*deblender, noisy)[1]
         print(f"{folder.name} reads the image and {card['deblender']}'s ARCS of it")
     pred, raw = predict_parameters(model, card, noisy, arcs=arcs), predict_parameters(model, card, noisy, calibrated=False, arcs=arcs)
     m = prediction_metrics(pred, truth)
@@ -138,7 +138,7 @@ def main():
           f"{eager:.0f} lenses/s eager, {compiled:.0f} lenses/s compiled (target >= 1000)"
           + (' given the ARCS' if arcs is not None else ''))
     if arcs is not None:
-        d = deblend_rate(x[:1024])
+        d = deblend_rate(deblender, x[:1024])
         both = 1 / (1 / d + 1 / max(eager, compiled))
         out.update(deblend_lenses_per_s=d, deblend_and_predict_lenses_per_s=both)
         print(f"the deblender alone: {d:.0f} lenses/s; deblender + predictor: {both:.0f} lenses/s")
