@@ -210,6 +210,7 @@ class DeviceError(RuntimeError):
 def get_device(device: str | None = None) -> 'torch.device':
     "The torch device: `device`, else `$SLNB_DEVICE`, else the `device` setting; 'auto' picks CUDA when present."
     import torch
+    if isinstance(device, torch.device): return device
     if device is None: device = os.environ.get('SLNB_DEVICE') or load_settings().device
     d = device.lower()
     if d == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')

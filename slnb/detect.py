@@ -90,7 +90,7 @@ def count_flops(model: nn.Module, shape: tuple[int, int, int]) -> int:
         elif isinstance(m, nn.Linear): total += 2 * m.in_features * m.out_features
     hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was = model.training; model.eval()
-    with torch.no_grad(): model(torch.zeros(1, *shape))
+    with torch.no_grad(): model(torch.zeros(1, *shape, device=next(model.parameters()).device))
     model.train(was)
     for h in hs: h.remove()
     return total
