@@ -60,7 +60,7 @@ def _cmd_report(args) -> int:
     print(f"report for field {rep.field}: ran {len(rep.ran)}, already done {len(rep.skipped)} -> {rep.index}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #3f8b50f1
+# %% ../nbs/90_cli.ipynb #3f4835be
 TRAINABLE: dict[str, str] = {   # model name -> 'module:function' that trains it: function(name, seed, device, steps)
     **{name: 'slnb.detect:train_shipped_finder' for name in ('detect-lsst-gri', 'detect-csst-gri', 'detect-euclid-vis')},
     **{name: 'slnb.denoise:train_shipped_denoiser' for name in ('denoise-lsst-gri', 'denoise-csst-gri')},
@@ -183,7 +183,7 @@ def _add_field_parser(sub) -> None:
     s.add_argument('-o', '--output', required=True, metavar='FIELD.fits'); s.add_argument('--overwrite', action='store_true')
     s.set_defaults(func=_cmd_field)
 
-# %% ../nbs/90_cli.ipynb #5c34b123
+# %% ../nbs/90_cli.ipynb #983a19f0
 def _cmd_detect(args) -> int:
     from slnb.detect import NoWeightsError, detect_cube
     from slnb.io import write_catalog
@@ -275,7 +275,44 @@ def _add_detect_parser(sub) -> None:
     s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='score on this Dask cluster (tcp://host:8786)')
     s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_detect)
 
-# %% ../nbs/90_cli.ipynb #9c9e962c
+# %% ../nbs/90_cli.ipynb #db36427e
+def _cmd_fit(args) -> int:
+    from slnb.fit import FitConfig, SamplerConfig, fit_cube
+    from slnb.io import write_catalog
+    if args.max_steps <= 0: raise UsageError(f"--max-steps must be > 0, got {args.max_steps}")
+    if args.mass not in ('SIE', 'EPL'): raise UsageError(f"--mass must be SIE or EPL, got {args.mass}")
+    out = _check_output(args.output, args.overwrite)
+    if args.init is not None and not Path(args.init).is_file(): raise UsageError(f"--init {args.init}: no such file")
+    ids = [int(v) for v in args.ids.split(',')] if args.ids else None
+    cfg = FitConfig(mass=args.mass, shapelets=None if args.shapelets < 0 else args.shapelets,
+                    batched=args.mass == 'SIE', sampler=SamplerConfig(max_steps=args.max_steps, seed=args.seed))
+    if args.walkers: cfg.walkers = args.walkers
+    chains = Path(args.chains) if args.chains else out.with_name(out.stem + '_chains')
+    try: table = fit_cube(args.input, args.init, cfg, chains, ids, args.scheduler)
+    except ValueError as e:
+        if 'no cutout to fit' in str(e) or 'empty cube' in str(e): raise UsageError(str(e)) from None
+        raise
+    write_catalog(table, out, 'fitting', parameters=json.loads(_command_parameters(args)))
+    ok = np.asarray(table['error']) == ''
+    print(f"wrote {out}: {ok.sum()} of {len(table)} cutouts fitted ({np.sum(table['converged'])} converged)"
+          + (f"; failed: {', '.join(str(i) for i in table['id'][~ok])}" if (~ok).any() else '')
+          + (f"; median {np.median(table['seconds'][ok]):.0f} s per lens" if ok.any() else ''))
+    return 0 if ok.any() else 1
+
+def _add_fit_parser(sub) -> None:
+    s = sub.add_parser('fit', help='MCMC lens models (lenstronomy + emcee) of the cutouts of a cube')
+    s.add_argument('input', metavar='IN.fits'); s.add_argument('-o', '--output', required=True, metavar='OUT.ecsv')
+    s.add_argument('--init', default=None, metavar='PRED.ecsv', help='start from these CNN predictions (else blind)')
+    s.add_argument('--ids', default=None, help='fit only these ids (comma-separated)')
+    s.add_argument('--mass', default='SIE', help='SIE (batched likelihood) or EPL (lenstronomy per walker)')
+    s.add_argument('--shapelets', type=int, default=4, help="n_max of the source's shapelets (-1: Sérsic alone)")
+    s.add_argument('--walkers', type=int, default=None); s.add_argument('--max-steps', type=int, default=5000)
+    s.add_argument('--seed', type=int, default=0)
+    s.add_argument('--chains', default=None, help='folder for chains and finished objects (default OUT_chains/)')
+    s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='fit on this Dask cluster (tcp://host:8786)')
+    s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_fit)
+
+# %% ../nbs/90_cli.ipynb #2b095864
 def build_parser() -> argparse.ArgumentParser:
     "The `slnb` argument parser with every sub-command."
     p = argparse.ArgumentParser(prog='slnb', description='slnb: survey images to a catalogue of modelled strong lenses '
@@ -303,9 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deblend_parser(sub)
     _add_detect_parser(sub)
     _add_predict_parser(sub)
+    _add_fit_parser(sub)
     return p
 
-# %% ../nbs/90_cli.ipynb #0e9aa322
+# %% ../nbs/90_cli.ipynb #aa177981
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `slnb` command; returns the exit status."
     from slnb.io import CubeError

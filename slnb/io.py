@@ -281,9 +281,10 @@ def validate_catalog(table: Table, kind: str, path='<in memory>') -> Table:
     missing = [c for c in CATALOG_KINDS[kind] if c not in table.colnames]
     if missing: raise CubeError(path, 'ECSV', f"a {kind} catalogue needs the columns {', '.join(missing)}")
     if not np.issubdtype(np.asarray(table['id']).dtype, np.integer): raise CubeError(path, 'ECSV', "'id' must be integers")
-    for c in CATALOG_KINDS[kind]:
+    failed = np.asarray(table['error']) != '' if kind == 'fitting' and 'error' in table.colnames else np.zeros(len(table), bool)
+    for c in CATALOG_KINDS[kind]:                      # a failed fit (its `error` said) may hold NaN
         v = np.asarray(table[c])
-        if v.dtype.kind == 'f' and not np.all(np.isfinite(v)): raise CubeError(path, 'ECSV', f"column '{c}' has NaN/inf")
+        if v.dtype.kind == 'f' and not np.all(np.isfinite(v) | failed): raise CubeError(path, 'ECSV', f"column '{c}' has NaN/inf")
     if kind == 'detection' and not np.all((table['p_lens'] >= 0) & (table['p_lens'] <= 1)):
         raise CubeError(path, 'ECSV', "p_lens must lie in [0, 1]")
     if kind == 'prediction' and any((np.asarray(table[f'{p}_std']) < 0).any() for p in PARAM_NAMES):

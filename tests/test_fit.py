@@ -80,3 +80,69 @@ def test_batched_likelihood_is_lenstronomys(cube):
     finally:
         cube.extensions.clear(); cube.extensions.update(psf)
     with pytest.raises(ValueError, match='SIE only'): BatchedLikelihood(LensLikelihood(cube, 1, truth_start(cube.catalog[1], 'EPL'), FitModel('EPL')))
+
+
+def test_shapelet_source_and_crop_agree_with_lenstronomy(cube):
+    from slnb.fit import BatchedLikelihood
+    start = truth_start(cube.catalog[0])
+    lk = LensLikelihood(cube, 0, start, FitModel(crop=36, shapelets=3))
+    assert 'beta_source_light1' in lk.names and 'center_x_source_light1' not in lk.names    # centre tied to the Sérsic
+    assert lk.n_data == 3 * 36 * 36
+    a = lk.args(start)
+    walkers = a + 0.01 * np.random.default_rng(4).standard_normal((6, lk.ndim)) * np.abs(a).clip(0.1)
+    ref = np.array([lk.log_likelihood(w) for w in walkers])
+    assert np.allclose(BatchedLikelihood(lk)(walkers), ref, rtol=0, atol=0.05)
+    with pytest.raises(ValueError, match='even margin'): band_data(cube, 0, 0, crop=35)
+
+
+def test_filter_matrix_is_ndimage_gaussian_filter():
+    from scipy import ndimage
+    from slnb.fit import _filter_matrix
+    img = np.random.default_rng(0).random((20, 24))
+    sig = 1.7
+    r = int(5 * sig + 0.5); k = np.exp(-0.5 * (np.arange(-r, r + 1) / sig) ** 2); k /= k.sum()
+    got = _filter_matrix(k[None], 20)[0] @ img @ _filter_matrix(k[None], 24)[0].T
+    assert np.allclose(got, ndimage.gaussian_filter(img, sig, mode='nearest', truncate=5), atol=1e-12)
+
+
+def test_polish_finds_theta_E_from_a_cnn_like_start(cube):
+    """From a start 5% off in theta_E (and a rough light and source guess), the search and polish land within 1%."""
+    from slnb.fit import (BatchedLikelihood, _lens_spread, _search_box, _steps, cnn_start, particle_swarm, polish)
+    from astropy.table import Table
+    row = cube.catalog[1]
+    pred = Table({p: [row[p] * (1.05 if p == 'theta_E' else 1.0)] for p in PARAM_NAMES})
+    for p, s in zip(PARAM_NAMES, (0.05, 0.03, 0.03, 0.03, 0.03, 0.01, 0.01)): pred[f'{p}_std'] = [s]
+    start, sd = cnn_start(cube, 1, pred[0])
+    lk = LensLikelihood(cube, 1, start, FitModel(crop=40, shapelets=None))
+    f = BatchedLikelihood(lk)
+    lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
+    x, _ = particle_swarm(f, *_search_box(lk, start, _lens_spread(sd, 'SIE'), 0.3), lk.args(start), 24, 30,
+                          np.random.default_rng(0))
+    x, logl = polish(f, x, lo, hi, _steps(lk))
+    te = lk.kwargs(x)['lens'][0]['theta_E']
+    assert abs(te / row['theta_E'] - 1) < 0.01, (te, row['theta_E'])
+    assert logl > f(lk.args(truth_start(row))[None])[0] - 5          # as good as the truth, to within noise
+
+
+def test_fit_cube_isolates_failures_and_resumes(cube, tmp_path):
+    from slnb.fit import FitConfig, SamplerConfig, fit_cube
+    from slnb.io import write_cube, read_catalog
+    from slnb.cli import main
+    c = cube
+    c.extensions['MASK'] = np.zeros(c.shape, np.uint8); c.extensions['MASK'][1] = 1    # cutout 1: nothing to fit
+    try: write_cube(c, tmp_path / 'c.fits')
+    finally: del c.extensions['MASK']
+    cfg = FitConfig(walkers=42, search_cnn=(8, 5), search_blind=(16, 10), shapelets=None,
+                    sampler=SamplerConfig(max_steps=60, check_every=30))
+    t = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'ch', show_progress=False)
+    assert list(t['id']) == [0, 1] and t['error'][0] == '' and 'no usable pixel' in t['error'][1]
+    assert t['n_steps'][0] == 60 and np.isnan(t['theta_E'][1]) and t['start'][0] == 'blind'
+    assert t['theta_E_lo'][0] <= t['theta_E'][0] <= t['theta_E_hi'][0]
+    assert (tmp_path / 'ch' / '0.json').is_file() and (tmp_path / 'ch' / '0.h5').is_file()
+    again = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'ch', show_progress=False)   # resumed: read back
+    assert again['theta_E'][0] == t['theta_E'][0] and again['seconds'][0] == t['seconds'][0]
+    code = main(['fit', str(tmp_path / 'c.fits'), '-o', str(tmp_path / 'fit.ecsv'), '--ids', '0', '--max-steps', '40',
+                 '--shapelets', '-1', '--walkers', '42'])
+    f = read_catalog(tmp_path / 'fit.ecsv', 'fitting')
+    assert code == 0 and list(f['id']) == [0] and f['n_steps'][0] == 40
+    assert main(['fit', str(tmp_path / 'c.fits'), '-o', str(tmp_path / 'x.ecsv'), '--ids', '7']) == 2   # clear error

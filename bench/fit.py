@@ -1,0 +1,99 @@
+"""MCMC lens modelling (issue 8): accuracy, convergence and wall time of `slnb.fit.fit_lens` on lenstronomy-made LSST
+g,r,i lenses (arc S/N >= 20, every pixel by lenstronomy: `slnb.reference.reference_lenses`), started from the shipped
+CNN's prediction (on the shipped deblender's ARCS) and, for the first `--blind` of them, blind; and the time of one
+likelihood call for the whole ensemble, batched in torch against lenstronomy walker by walker.
+Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less wall time than blind at the same
+accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
+Run: `python bench/fit.py [--n 8] [--blind 3] [--max-steps 3000] [--seed 7]`; writes bench/out/fit.json.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slnb.core import PARAM_NAMES
+from slnb.deblend import deblend_images, find_deblender, load_deblender
+from slnb.fit import (BatchedLikelihood, FitConfig, FitModel, LensLikelihood, SamplerConfig, cnn_start, crop_size, fit_lens,
+                      fit_row)
+from slnb.io import make_cube
+from slnb.predict import find_predictor, load_predictor, predict_parameters, prediction_table
+from slnb.reference import reference_lenses
+from slnb.surveys import get_survey
+
+OUT = Path(__file__).parent / 'out'
+
+
+def reference_cube(n: int, seed: int):
+    "n lenstronomy-made LSST g,r,i lenses as a cube with PSF_<BAND>, the deblender's LENS_LIGHT and ARCS, and the CNN's\
+ prediction table."
+    noisy, _, _, cat = reference_lenses(n, 'LSST', 'g,r,i', seed, min_arc_snr=20, show_progress=False)
+    light, arcs = deblend_images(*load_deblender(find_deblender('LSST', 'g,r,i')), noisy)
+    cube = make_cube(noisy, 'LSST', 'g,r,i', catalog=cat, lens_light=light, arcs=arcs)
+    cube.header = {f'PSF_{b.name.upper()}': b.psf_fwhm for b in get_survey('LSST').select('g,r,i')}
+    model, card = load_predictor(find_predictor('LSST', 'g,r,i'))
+    return cube, prediction_table(cat['id'], predict_parameters(model, card, noisy, arcs=arcs))
+
+
+def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
+    "Seconds for one log L of `walkers` walkers: batched in torch, and lenstronomy one by one."
+    start, _ = cnn_start(cube, 0, pred[0])
+    lk = LensLikelihood(cube, 0, start, FitModel(crop=crop_size(cube, start['lens'][0]['theta_E']), shapelets=4))
+    x = lk.args(start) + 1e-3 * np.random.default_rng(0).standard_normal((walkers, lk.ndim))
+    bl = BatchedLikelihood(lk); bl(x)
+    t = time.perf_counter(); bl(x); tb = time.perf_counter() - t
+    t = time.perf_counter(); [lk.log_likelihood(p) for p in x]; tl = time.perf_counter() - t
+    return dict(walkers=walkers, crop=lk.model.crop, batched_s=tb, lenstronomy_s=tl, ratio=tl / tb)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--n', type=int, default=8); ap.add_argument('--blind', type=int, default=3)
+    ap.add_argument('--max-steps', type=int, default=3000); ap.add_argument('--seed', type=int, default=7)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    cube, pred = reference_cube(args.n, args.seed)
+    speed = likelihood_speed(cube, pred)
+    print(f"one log L of {speed['walkers']} walkers ({speed['crop']}x{speed['crop']} pixels, 3 bands, shapelets 4): "
+          f"batched {speed['batched_s'] * 1e3:.0f} ms, lenstronomy one by one {speed['lenstronomy_s'] * 1e3:.0f} ms "
+          f"({speed['ratio']:.1f}x)", flush=True)
+    cfg = FitConfig(sampler=SamplerConfig(max_steps=args.max_steps))
+    rows = []
+    for i in range(args.n):
+        truth = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES}
+        for start in (('cnn', 'blind') if i < args.blind else ('cnn',)):
+            r = fit_lens(cube, i, pred[i] if start == 'cnn' else None, cfg)
+            row = fit_row(int(cube.catalog['id'][i]), r)
+            row.update(truth_theta_E=truth['theta_E'],
+                       arc_snr=float(cube.catalog['arc_snr'][i]), source_kind=str(cube.catalog['source_kind'][i]),
+                       rel_error=row['theta_E'] / truth['theta_E'] - 1, cnn_rel_error=float(pred['theta_E'][i]) / truth['theta_E'] - 1,
+                       **{f't_{k}': v for k, v in r.seconds.items()},
+                       **{f'true_{p}': truth[p] for p in PARAM_NAMES},
+                       **{f'cnn_{p}{s}': float(pred[p + s][i]) for p in PARAM_NAMES for s in ('', '_std')})
+            rows.append(row)
+            print(f"lens {i} {start:5s}: theta_E {row['theta_E']:.3f} [{row['theta_E_lo']:.3f}, {row['theta_E_hi']:.3f}] "
+                  f"true {truth['theta_E']:.3f} ({row['rel_error']:+.2%}; CNN {row['cnn_rel_error']:+.2%}), chi2/pix "
+                  f"{row['chi2_red']:.2f}, tau_max {row['tau_max']:.0f}, {row['n_steps']} steps, converged "
+                  f"{row['converged']}, {r.seconds['total']:.0f} s (search {r.seconds['search']:.0f}, polish "
+                  f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f})", flush=True)
+    cnn = [r for r in rows if r['start'] == 'cnn']
+    blind = [r for r in rows if r['start'] == 'blind']
+    paired = [(c, b) for b in blind for c in cnn if c['id'] == b['id']]
+    summary = dict(
+        n=len(cnn), max_steps=args.max_steps, likelihood=speed,
+        cnn_median_abs_rel_error=float(np.median([abs(r['rel_error']) for r in cnn])),
+        cnn_prediction_median_abs_rel_error=float(np.median([abs(r['cnn_rel_error']) for r in cnn])),
+        converged=int(sum(r['converged'] for r in cnn)), median_seconds_cnn=float(np.median([r['seconds'] for r in cnn])),
+        blind_median_abs_rel_error=float(np.median([abs(r['rel_error']) for r in blind])) if blind else None,
+        median_seconds_blind=float(np.median([r['seconds'] for r in blind])) if blind else None,
+        blind_over_cnn_time=[b['seconds'] / c['seconds'] for c, b in paired],
+        same_mode=[abs(b['theta_E'] - c['theta_E']) < 0.02 * c['theta_E'] for c, b in paired])
+    print(json.dumps(summary, indent=1))
+    OUT.mkdir(exist_ok=True)
+    (OUT / 'fit.json').write_text(json.dumps(dict(summary=summary, rows=rows), indent=1, default=float))
+
+
+if __name__ == '__main__':
+    main()
