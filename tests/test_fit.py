@@ -141,8 +141,14 @@ def test_fit_cube_isolates_failures_and_resumes(cube, tmp_path):
     assert (tmp_path / 'ch' / '0.json').is_file() and (tmp_path / 'ch' / '0.h5').is_file()
     again = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'ch', show_progress=False)   # resumed: read back
     assert again['theta_E'][0] == t['theta_E'][0] and again['seconds'][0] == t['seconds'][0]
-    code = main(['fit', str(tmp_path / 'c.fits'), '-o', str(tmp_path / 'fit.ecsv'), '--ids', '0', '--max-steps', '40',
-                 '--shapelets', '-1', '--walkers', '42'])
+    from astropy.table import Table
+    from slnb.io import write_catalog
+    pred = Table({'id': np.array([0, 1]), **{p: np.asarray(c.catalog[p], float) for p in PARAM_NAMES}})
+    for p in PARAM_NAMES: pred[f'{p}_std'] = np.full(2, 0.03)
+    write_catalog(pred, tmp_path / 'pred.ecsv', 'prediction')
+    code = main(['fit', str(tmp_path / 'c.fits'), '--init', str(tmp_path / 'pred.ecsv'), '-o', str(tmp_path / 'fit.ecsv'),
+                 '--ids', '0', '--max-steps', '40', '--shapelets', '-1', '--walkers', '42'])
     f = read_catalog(tmp_path / 'fit.ecsv', 'fitting')
-    assert code == 0 and list(f['id']) == [0] and f['n_steps'][0] == 40
+    assert code == 0 and list(f['id']) == [0] and f['n_steps'][0] == 40 and f['start'][0] == 'cnn'
+    assert f['theta_E_lo'][0] <= f['theta_E'][0] <= f['theta_E_hi'][0] and 0.8 < f['chi2_red'][0] < 1.5
     assert main(['fit', str(tmp_path / 'c.fits'), '-o', str(tmp_path / 'x.ecsv'), '--ids', '7']) == 2   # clear error
