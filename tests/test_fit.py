@@ -152,3 +152,17 @@ def test_fit_cube_isolates_failures_and_resumes(cube, tmp_path):
     assert code == 0 and list(f['id']) == [0] and f['n_steps'][0] == 40 and f['start'][0] == 'cnn'
     assert f['theta_E_lo'][0] <= f['theta_E'][0] <= f['theta_E_hi'][0] and 0.8 < f['chi2_red'][0] < 1.5
     assert main(['fit', str(tmp_path / 'c.fits'), '-o', str(tmp_path / 'x.ecsv'), '--ids', '7']) == 2   # clear error
+
+
+def test_fit_cube_on_a_dask_cluster_gives_the_local_numbers(cube, tmp_path):
+    from dask.distributed import LocalCluster
+    from slnb.fit import FitConfig, SamplerConfig, fit_cube
+    from slnb.io import write_cube
+    write_cube(cube, tmp_path / 'c.fits')
+    cfg = FitConfig(walkers=42, search_blind=(8, 5), shapelets=None, sampler=SamplerConfig(max_steps=30, check_every=30))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+        remote = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'a', ids=[1], scheduler=cl.scheduler_address,
+                          show_progress=False)
+    local = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'b', ids=[1], show_progress=False)
+    assert list(remote['id']) == [1] and remote['error'][0] == '' and remote['n_steps'][0] == 30
+    assert np.allclose(remote['theta_E'], local['theta_E']) and (tmp_path / 'a' / '1.json').is_file()
