@@ -10,7 +10,7 @@ repeats the run on any GPU.
     python bench/gpu_predictor.py --budget 450 --out OUT_DIR
 """
 from __future__ import annotations
-import argparse, json, math, time
+import argparse, json, time
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +98,7 @@ def main():
     print(json.dumps(dict(device=str(device), parts=parts, views=cfg.views, steps=cfg.steps)), flush=True)
     model, card = train_predictor(cfg, device, show_progress=False)
     card['device'] = torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'
-    out = Path(a.out); folder = save_finder(model, card, out / 'predict-lsst-gri')
+    out = Path(a.out); save_finder(model, card, out / 'predict-lsst-gri')
     speed = time_inference(model, card, device)
     summary = dict(device=card['device'], parts=parts, views=cfg.views, steps=cfg.steps, batch=cfg.batch,
                    train_seconds=card['train_seconds'], validation=card['metrics']['validation'], **speed,

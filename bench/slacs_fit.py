@@ -1,11 +1,11 @@
 """Issue 8 point 6 trial: SLACS J2303+1422 (HST, lens light subtracted) binned 2x2 to 0.1", Gaussian PSF of the
 core FWHM, fitted from the CNN prediction of nbs/50_predict (no central mask here). Run from the repo root:
 `python bench/slacs_fit.py [MAX_STEPS]`; the data are read from ../shared/data/real."""
-import numpy as np, time, json, sys
+import numpy as np, json, sys
 from astropy.io import fits
 from astropy.table import Table
 from slnb.io import make_cube
-from slnb.fit import FitConfig, SamplerConfig, fit_lens, fit_row, _light_moments
+from slnb.fit import FitConfig, SamplerConfig, fit_lens, fit_row
 from slnb.core import real_data_path
 d = str(real_data_path('slacs_j2303+1422')) + '/'
 img = fits.getdata(d + 'image_lens_subtracted.fits').astype(float)[:280, :280]

@@ -228,8 +228,8 @@ class BatchedLikelihood:
             r = max(int(5 * sg + 0.5) for sg in sig)
             i = np.arange(-r, r + 1)
             g = np.stack([np.where(np.abs(i) <= int(5 * sg + 0.5), np.exp(-0.5 * (i / sg) ** 2), 0) for sg in sig])
-            self.kernel = t(g / g.sum(1, keepdims=True))
-            self.rows, self.cols = t(_filter_matrix(g / g.sum(1, keepdims=True), H)), t(_filter_matrix(g / g.sum(1, keepdims=True), W))
+            g /= g.sum(1, keepdims=True)
+            self.rows, self.cols = t(_filter_matrix(g, H)), t(_filter_matrix(g, W))
         else:                    # lenstronomy: fftconvolve(image, kernel, 'same'), zeros outside
             kernels = [np.asarray(PSF(**b[1]).kernel_point_source, float) for b in bands]
             size = max(len(kk) for kk in kernels)
@@ -261,9 +261,7 @@ class BatchedLikelihood:
     def _convolve(self, img):
         "Each band's PSF applied to images (M, 1, H, W): (M, B, H, W)."
         import torch.nn.functional as F
-        B = len(self.kernel)
-        if not self.gaussian:
-            return F.conv2d(img, self.kernel, padding=self.kernel.shape[-1] // 2)
+        if not self.gaussian: return F.conv2d(img, self.kernel, padding=self.kernel.shape[-1] // 2)
         return self.rows @ img @ self.cols.transpose(-1, -2)      # (B, H, H) @ (M, 1, H, W) @ (B, W, W): (M, B, H, W)
 
     def _solve(self, p):
@@ -437,17 +435,19 @@ def source_guess(cube: Cube, i: int, lens: list[dict], mass: str = 'SIE') -> dic
     return dict(R_sersic=float(np.clip(size, 0.05, 1.0)), n_sersic=1.0, e1=0.0, e2=0.0, center_x=sx, center_y=sy)
 
 def cnn_start(cube: Cube, i: int, row, mass: str = 'SIE') -> tuple[dict, np.ndarray]:
-    "The start from a CNN prediction (a row with the seven parameters and their `_std`): the keyword lists, and the\
- seven 1-sigma."
+    "The start from a CNN prediction (a table row or a mapping with the seven parameters and their `_std`): the\
+ keyword lists, and the seven 1-sigma."
+    names = row.colnames if hasattr(row, 'colnames') else row.keys()
     p = np.array([float(row[n]) for n in PARAM_NAMES])
-    sd = np.array([float(row[f'{n}_std']) if f'{n}_std' in row.colnames else np.nan for n in PARAM_NAMES])
+    sd = np.array([float(row[f'{n}_std']) if f'{n}_std' in names else np.nan for n in PARAM_NAMES])
     lens = lens_start(p, mass=mass)
     return dict(lens=lens, lens_light=[lens_light_guess(cube, i, p[5], p[6])], source=[source_guess(cube, i, lens, mass)]), sd
 
 def blind_start(cube: Cube, i: int, mass: str = 'SIE') -> dict:
-    "The start without a prediction: the lens at the light's centroid (within 1\" of the centre), theta_E = 1\", round."
+    "The start without a prediction: the lens at the light's centroid (within 1\" of the centre), round, theta_E at\
+ 1.55\" (the middle of the blind search's 0.3-2.8\")."
     m = _light_moments(np.nansum(np.asarray(cube.images[i], float), 0), *_grid(cube), 0.0, 0.0, 1.0)
-    lens = lens_start([1.0, 0.0, 0.0, 0.0, 0.0, m['center_x'], m['center_y']], mass=mass)
+    lens = lens_start([1.55, 0.0, 0.0, 0.0, 0.0, m['center_x'], m['center_y']], mass=mass)
     return dict(lens=lens, lens_light=[lens_light_guess(cube, i, m['center_x'], m['center_y'])],
                 source=[dict(R_sersic=0.2, n_sersic=1.0, e1=0.0, e2=0.0, center_x=m['center_x'], center_y=m['center_y'])])
 
@@ -629,7 +629,6 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
                               *cfg.search_cnn, rng)
     else:
         start = blind_start(cube, i, cfg.mass)
-        start['lens'][0]['theta_E'] = 1.55
         full = LensLikelihood(cube, i, start, model(None))
         x, _ = particle_swarm(_log_prob(full, cfg.batched), *_search_box(full, start, BLIND_SPREAD, 1.5),
                               full.args(start), *cfg.search_blind, rng)
@@ -671,18 +670,17 @@ def fit_table(rows: list[dict]) -> 'Table':
         for s in ('', '_lo', '_hi'): t[c + s].unit = 'arcsec'
     return t
 
-def _fit_one(path: str, i: int, prediction: dict | None, cfg: FitConfig, chains: str | None) -> dict:
-    "Fit cutout i of the cube file at `path` and return its row; any error is caught and returned in the row."
+def _fit_one(cube: Cube | str, i: int, obj: int, prediction: dict | None, cfg: FitConfig, chains: str | None) -> dict:
+    "Fit cutout i (id `obj`) of a cube (or the cube file at that path, read here: a Dask worker's case) and return its\
+ row; any error is caught and returned in the row; an object finished before is read back."
     import json, traceback
     from slnb.core import atomic_path
     from slnb.io import read_cube
-    cube = read_cube(path, nonfinite='mask')
-    obj = int(cube.catalog['id'][i]) if 'id' in cube.catalog.colnames else i
     done = Path(chains) / f'{obj}.json' if chains else None
     if done is not None and done.is_file(): return json.loads(done.read_text())
     try:
-        row = None if prediction is None else _Row(prediction)
-        result = fit_lens(cube, i, row, cfg, backend=str(Path(chains) / f'{obj}.h5') if chains else None)
+        if isinstance(cube, str): cube = read_cube(cube, nonfinite='mask')
+        result = fit_lens(cube, i, prediction, cfg, backend=str(Path(chains) / f'{obj}.h5') if chains else None)
         out = fit_row(obj, result)
     except Exception as e:                       # isolation: this object fails, the others go on
         out = fit_row(obj, error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
@@ -690,11 +688,6 @@ def _fit_one(path: str, i: int, prediction: dict | None, cfg: FitConfig, chains:
     if done is not None:
         with atomic_path(done) as tmp: tmp.write_text(json.dumps(out))
     return out
-
-class _Row(dict):
-    "A plain dict that looks like an astropy Row to `cnn_start` (colnames, item access)."
-    @property
-    def colnames(self): return list(self)
 
 def fit_cube(path: str | Path, init=None, cfg: FitConfig | None = None, chains: str | Path | None = None,
              ids=None, scheduler: str | None = None, show_progress: bool = True) -> 'Table':
@@ -705,21 +698,22 @@ def fit_cube(path: str | Path, init=None, cfg: FitConfig | None = None, chains: 
     path, cfg = Path(path), cfg or FitConfig()
     cube = read_cube(path, nonfinite='mask')
     all_ids = [int(v) for v in cube.catalog['id']] if 'id' in cube.catalog.colnames else list(range(len(cube)))
-    todo = [k for k, v in enumerate(all_ids) if ids is None or v in set(int(x) for x in ids)]
+    wanted = None if ids is None else {int(x) for x in ids}
+    todo = [k for k, v in enumerate(all_ids) if wanted is None or v in wanted]
     if not todo: raise ValueError(f"{path}: no cutout to fit (ids {list(ids)[:5]}... not in the cube)" if ids is not None else f"{path}: empty cube")
     preds = {}
     if init is not None:
         t = read_catalog(init, 'prediction') if isinstance(init, (str, Path)) else init
         preds = {int(r['id']): {c: float(r[c]) for c in t.colnames if c != 'cov' and c != 'id'} for r in t}
     if chains: Path(chains).mkdir(parents=True, exist_ok=True)
-    jobs = [(str(path), k, preds.get(all_ids[k]), cfg, str(chains) if chains else None) for k in todo]
-    if scheduler:
+    jobs = [(k, all_ids[k], preds.get(all_ids[k]), cfg, str(chains) if chains else None) for k in todo]
+    if scheduler:                                  # each worker reads the file itself
         from dask.distributed import Client, as_completed
         with Client(scheduler, timeout='30s') as client:
-            futures = [client.submit(_fit_one, *j, pure=False) for j in jobs]
+            futures = [client.submit(_fit_one, str(path), *j, pure=False) for j in jobs]
             rows = [f.result() for f in progress(as_completed(futures), total=len(futures), desc='fit', disable=not show_progress)]
     else:
-        rows = [_fit_one(*j) for j in progress(jobs, desc='fit', disable=not show_progress)]
+        rows = [_fit_one(cube, *j) for j in progress(jobs, desc='fit', disable=not show_progress)]
     return fit_table(rows)
 
 # %% ../nbs/60_fit.ipynb #99b2585e
