@@ -40,7 +40,7 @@ def reference_cube(n: int, seed: int):
 def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
     "Seconds for one log L of `walkers` walkers: batched in torch, and lenstronomy one by one."
     start, _ = cnn_start(cube, 0, pred[0])
-    lk = LensLikelihood(cube, 0, start, FitModel(crop=crop_size(cube, start['lens'][0]['theta_E']), shapelets=4))
+    lk = LensLikelihood(cube, 0, start, FitModel(crop=crop_size(cube, start["lens"][0]["theta_E"]), clumps=3))
     x = lk.args(start) + 1e-3 * np.random.default_rng(0).standard_normal((walkers, lk.ndim))
     bl = BatchedLikelihood(lk); bl(x)
     t = time.perf_counter(); bl(x); tb = time.perf_counter() - t
@@ -56,7 +56,7 @@ def main():
     torch.manual_seed(0)
     cube, pred = reference_cube(args.n, args.seed)
     speed = likelihood_speed(cube, pred)
-    print(f"one log L of {speed['walkers']} walkers ({speed['crop']}x{speed['crop']} pixels, 3 bands, shapelets 4): "
+    print(f"one log L of {speed['walkers']} walkers ({speed['crop']}x{speed['crop']} pixels, 3 bands, clumps 3): "
           f"batched {speed['batched_s'] * 1e3:.0f} ms, lenstronomy one by one {speed['lenstronomy_s'] * 1e3:.0f} ms "
           f"({speed['ratio']:.1f}x)", flush=True)
     cfg = FitConfig(sampler=SamplerConfig(max_steps=args.max_steps))

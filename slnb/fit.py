@@ -15,12 +15,12 @@ from .io import LIGHT_PARAMS, Cube
 from .surveys import get_survey
 
 # %% auto #0
-__all__ = ['BOUNDS', 'SPEC_NAMES', 'BLIND_SPREAD', 'SPEC_LABELS', 'FitDataError', 'band_psf', 'band_noise_map', 'band_data',
-           'FitModel', 'lens_start', 'truth_start', 'LensLikelihood', 'shapelet_basis', 'BatchedLikelihood',
-           'SamplerConfig', 'start_ball', 'ChainSummary', 'run_sampler', 'lens_light_guess', 'source_guess',
-           'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'laplace_covariance', 'FitConfig', 'FitResult',
-           'crop_size', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces',
-           'plot_cnn_vs_mcmc']
+__all__ = ['BOUNDS', 'CLUMP_SIGMA', 'SPEC_NAMES', 'BLIND_SPREAD', 'SPEC_LABELS', 'FitDataError', 'band_psf', 'band_noise_map',
+           'band_data', 'FitModel', 'lens_start', 'truth_start', 'LensLikelihood', 'shapelet_basis',
+           'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'run_sampler', 'lens_light_guess',
+           'source_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'laplace_covariance', 'FitConfig',
+           'FitResult', 'crop_size', 'fit_light_and_source', 'clump_guess', 'fit_lens', 'fit_row', 'fit_table',
+           'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -83,29 +83,41 @@ def band_data(cube: Cube, i: int, j: int, supersample: int = 2, crop: int | None
 BOUNDS: dict[str, tuple[float, float]] = dict(
     theta_E=(0.05, 5.0), gamma=(1.4, 2.8), e1=(-0.5, 0.5), e2=(-0.5, 0.5), gamma1=(-0.3, 0.3), gamma2=(-0.3, 0.3),
     center_x=(-3.0, 3.0), center_y=(-3.0, 3.0), R_sersic=(0.02, 10.0), n_sersic=(0.5, 8.0), beta=(0.02, 1.0))   # arcsec where angles
+CLUMP_SIGMA: float = 0.08   # arcsec: the Gaussian width of a source clump (compact star-forming knots are unresolved at
+                            # survey resolution; wider than the sub-pixels' 0.1" spacing so that the likelihood is smooth)
 
 @dataclass
 class FitModel:
     "The lens model that is fitted: mass 'SIE' or 'EPL', external shear, one Sérsic lens light, a Sérsic source with\
- (unless `shapelets` is None) a shapelet set of order `shapelets` at its centre."
+ (unless `shapelets` is None) a shapelet set of order `shapelets` at its centre and `clumps` compact Gaussian knots."
     mass: str = 'SIE'
     supersample: int = 2
     crop: int | None = None          # fit only the central crop x crop pixels
     shapelets: int | None = None     # n_max of the source's shapelets (amplitudes linear); None: the Sérsic alone
+    clumps: int = 0                  # compact knots (Gaussian, CLUMP_SIGMA wide) at free source-plane positions
 
     def __post_init__(self):
         if self.mass not in ('SIE', 'EPL'): raise ValueError(f"unknown mass model '{self.mass}': 'SIE' or 'EPL'")
 
     def kwargs_model(self) -> dict:
         return dict(lens_model_list=[self.mass, 'SHEAR'], lens_light_model_list=['SERSIC_ELLIPSE'],
-                    source_light_model_list=['SERSIC_ELLIPSE'] + (['SHAPELETS'] if self.shapelets is not None else []))
+                    source_light_model_list=['SERSIC_ELLIPSE'] + (['SHAPELETS'] if self.shapelets is not None else [])
+                    + ['GAUSSIAN'] * self.clumps)
 
     def source_start(self, source: list[dict]) -> list[dict]:
-        "The source keyword lists of a start: its Sérsic, and the shapelets (beta = the Sérsic's R_sersic) if wanted."
+        "The source keyword lists of a start: its Sérsic, the shapelets (beta = the Sérsic's R_sersic) if wanted, and\
+ the clumps (the start's own, else spread on a circle of R_sersic about the Sérsic's centre)."
         src = [{k: v for k, v in source[0].items() if k != 'amp'}]
-        if self.shapelets is None: return src
-        sh = source[1] if len(source) > 1 else dict(beta=float(np.clip(src[0]['R_sersic'], 0.05, 0.5)))
-        return src + [dict(beta=float(sh['beta']), n_max=self.shapelets, center_x=src[0]['center_x'], center_y=src[0]['center_y'])]
+        c0, shapelets = src[0], [d for d in source[1:] if 'beta' in d]
+        knots = [d for d in source[1:] if 'sigma' in d]
+        if self.shapelets is not None:
+            beta = float(shapelets[0]['beta']) if shapelets else float(np.clip(c0['R_sersic'], 0.05, 0.5))
+            src.append(dict(beta=beta, n_max=self.shapelets, center_x=c0['center_x'], center_y=c0['center_y']))
+        for k in range(self.clumps):
+            a, r = 2 * np.pi * k / max(self.clumps, 1), float(np.clip(c0['R_sersic'], 0.05, 0.5))
+            d = knots[k] if k < len(knots) else dict(center_x=c0['center_x'] + r * np.cos(a), center_y=c0['center_y'] + r * np.sin(a))
+            src.append(dict(sigma=CLUMP_SIGMA, center_x=float(d['center_x']), center_y=float(d['center_y'])))
+        return src
 
 def lens_start(params, gamma: float = 2.0, mass: str = 'SIE') -> list[dict]:
     "lenstronomy lens kwargs (mass, shear) of the seven SPEC parameters (theta_E, e1, e2, gamma1, gamma2, center_x, center_y)."
@@ -147,7 +159,7 @@ class LensLikelihood:
                                   _bounds(start['lens'], 0), _bounds(start['lens'], 1)],
                       lens_light_model=[start['lens_light'], _sigmas(start['lens_light']), [{}],
                                         _bounds(start['lens_light'], 0), _bounds(start['lens_light'], 1)],
-                      source_model=[start['source'], _sigmas(start['source']), [{k: v for k, v in d.items() if k == 'n_max'} for d in start['source']],
+                      source_model=[start['source'], _sigmas(start['source']), [{k: v for k, v in d.items() if k in ('n_max', 'sigma')} for d in start['source']],
                                     _bounds(start['source'], 0), _bounds(start['source'], 1)])
         joint = {'joint_source_with_source': [[0, 1, ['center_x', 'center_y']]]} if self.model.shapelets is not None else {}
         likelihood = dict(image_likelihood_mask_list=[m for _, m in parts], check_bounds=True, source_marg=False)
@@ -203,13 +215,13 @@ def shapelet_basis(x, y, n_max: int):
     return [hx[n1] * hy[n - n1] for n in range(n_max + 1) for n1 in range(n, -1, -1)]
 
 class BatchedLikelihood:
-    "The same likelihood as a LensLikelihood (SIE + shear, Sérsic lens light, Sérsic source and its shapelets), for a\
- whole ensemble of walkers at once in torch: log L (W,) of vectors (W, D) (images in `dtype`, the solve in float64)."
+    "The same likelihood as a LensLikelihood (SIE + shear, Sérsic lens light, Sérsic source, its shapelets and clumps), for a\
+ whole ensemble of walkers at once in torch: log L (W,) of vectors (W, D) (images in `dtype`, float64 by default; the solve in float64)."
     def __init__(self, lk: LensLikelihood, dtype=None, device=None):
         import torch
         from lenstronomy.Data.psf import PSF
         if lk.model.mass != 'SIE': raise ValueError("the batched likelihood has the SIE only; use LensLikelihood for EPL")
-        self.lk, self.dtype = lk, dtype or torch.float32     # images in float32; normal equations and chi^2 in float64
+        self.lk, self.dtype = lk, dtype or torch.float64     # float32 images: log L noisy at 1e-3, too rough for the polish
         self.device = torch.device(device or 'cpu')
         t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=self.dtype, device=self.device)
         bands = lk.sequence.kwargs_data_joint['multi_band_list']
@@ -238,7 +250,15 @@ class BatchedLikelihood:
         self.lower, self.upper = t(lo).double(), t(hi).double()
         self.col = {n: i for i, n in enumerate(lk.names)}
         self.shear_origin = [lk.start['lens'][0]['center_x'], lk.start['lens'][0]['center_y']]
-        self.n_max = lk.model.shapelets
+        self.n_max, self.n_clumps = lk.model.shapelets, lk.model.clumps
+
+    def _clumps(self, bx, by, c) -> list:
+        "Unit-peak Gaussian knots at source-plane positions bx, by (the clumps follow the Sérsic and the shapelets)."
+        import torch
+        first = 1 + (self.n_max is not None)
+        return [torch.exp(-0.5 / CLUMP_SIGMA ** 2 * ((bx - c(f'center_x_source_light{first + k}')[:, None]) ** 2
+                                                     + (by - c(f'center_y_source_light{first + k}')[:, None]) ** 2))
+                for k in range(self.n_clumps)]
 
     def _images(self, p):
         "Unconvolved lens light, lensed Sérsic source and lensed shapelets (K, W, H, W_pix), unit amplitudes, pixel averages."
@@ -255,6 +275,7 @@ class BatchedLikelihood:
             beta = c('beta_source_light1')[:, None]
             imgs += shapelet_basis((bx - c('center_x_source_light0')[:, None]) / beta,
                                    (by - c('center_y_source_light0')[:, None]) / beta, self.n_max)
+        imgs += self._clumps(bx, by, c)
         H, W = self.shape
         return torch.stack(imgs).reshape(len(imgs), -1, H, self.k, W, self.k).mean((3, 5))
 
@@ -310,6 +331,7 @@ class BatchedLikelihood:
         if self.n_max is not None:
             beta = c('beta_source_light1')[:, None]
             comps += shapelet_basis((xx - cx) / beta, (yy - cy) / beta, self.n_max)
+        comps += self._clumps(xx, yy, c)
         basis = torch.stack(comps)[:, 0].reshape(len(comps), n, n).double().cpu().numpy()     # (K-1, n, n)
         return np.einsum('bk,kij->bij', amp[:, 1:], basis), [cx - half, cx + half, cy - half, cy + half]
 
@@ -532,9 +554,10 @@ class FitConfig:
     "How each lens is fitted: model, crop, walkers, searches (particles, iterations) and sampler."
     mass: str = 'SIE'
     supersample: int = 2
-    shapelets: int | None = 4
+    shapelets: int | None = None     # a Sérsic + 3 clumps fitted 8 lenstronomy-made lenses better than shapelets (n_max 4)
+    clumps: int = 3
     crop: bool = True
-    walkers: int = 48
+    walkers: int = 48                # at least 2 D + 2 (emcee's ensemble moves need them)
     search_cnn: tuple[int, int] = (32, 40)
     search_blind: tuple[int, int] = (96, 250)
     polish_iter: int = 100
@@ -611,10 +634,68 @@ def _lens_spread(sd: np.ndarray, mass: str) -> dict:
 
 BLIND_SPREAD: dict = dict(theta_E=1.25, e1=0.3, e2=0.3, gamma1=0.15, gamma2=0.15, center_x=0.3, center_y=0.3, gamma=0.4)
 
+def _conditional(f, x: np.ndarray, free: np.ndarray):
+    "log L of the `free` parameters (P, F) with the others held at their values in x."
+    def g(z):
+        z = np.atleast_2d(z)
+        p = np.repeat(x[None], len(z), 0); p[:, free] = z
+        return f(p)
+    return g
+
+def _light_and_source(lk: LensLikelihood) -> np.ndarray:
+    "Which sampled parameters (D,) are the lens light's and the source's (the lens's mass and shear are the others)."
+    return np.array([not (n.endswith('_lens0') or n.endswith('_lens1')) for n in lk.names])
+
+def fit_light_and_source(f, lk: LensLikelihood, x: np.ndarray, rng: np.random.Generator, search=None,
+                         box: tuple | None = None, polish_iter: int = 100) -> np.ndarray:
+    "x with its lens light and source fitted while the lens stays where x has it: a particle swarm `search` =\
+ (particles, iterations) in `box` (lower, upper) if given, then L-BFGS-B."
+    free = _light_and_source(lk)
+    lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
+    x = x.copy()
+    if search is not None:
+        x[free], _ = particle_swarm(_conditional(f, x, free), box[0][free], box[1][free], x[free], *search, rng)
+    x[free], _ = polish(_conditional(f, x, free), x[free], lo[free], hi[free], _steps(lk)[free], polish_iter, rounds=2)
+    return x
+
+def clump_guess(bl: BatchedLikelihood, x: np.ndarray, n: int, min_snr: float = 3.0, merge: float = 0.25) -> list[dict]:
+    "Source-plane starts of n clumps: the brightest peaks of the residual S/N of fit x (bands summed), ray-shot through\
+ its lens; peaks that land within `merge` arcsec of a clump already placed are its counter-images."
+    from scipy import ndimage
+    from lenstronomy.LensModel.lens_model import LensModel
+    resid = (bl.data.cpu().numpy() - bl.model(x)['model']) * np.sqrt(bl.weight.cpu().numpy())
+    snr = resid.sum(0) / np.sqrt(len(resid))
+    peaks = np.argwhere((ndimage.maximum_filter(snr, 3) == snr) & (snr > min_snr))
+    peaks = peaks[np.argsort(-snr[tuple(peaks.T)])]
+    kd = bl.lk.sequence.kwargs_data_joint['multi_band_list'][0][0]
+    s = float(kd['transform_pix2angle'][0, 0])
+    lens = bl.lk.kwargs(x)['lens']
+    sx, sy = LensModel([bl.lk.model.mass, 'SHEAR']).ray_shooting(kd['ra_at_xy_0'] + peaks[:, 1] * s,
+                                                                   kd['dec_at_xy_0'] + peaks[:, 0] * s, lens)
+    knots = []
+    for a, b in zip(np.atleast_1d(sx), np.atleast_1d(sy)):
+        if len(knots) == n: break
+        if all(np.hypot(a - k['center_x'], b - k['center_y']) > merge for k in knots):
+            knots.append(dict(sigma=CLUMP_SIGMA, center_x=float(a), center_y=float(b)))
+    return knots
+
+def _with_clumps(cube: Cube, i: int, lk: LensLikelihood, f, x: np.ndarray, cfg: 'FitConfig', rng) -> tuple:
+    "The likelihood, log-prob and vector with cfg.clumps clumps added at the residual's peaks, the light and source\
+ refitted with the lens held (unchanged if cfg.clumps is 0)."
+    if not cfg.clumps: return lk, f, x
+    found = lk.kwargs(x)
+    if lk.model.mass == 'SIE':      # EPL (no batched model image): the clumps start on a circle about the source
+        found['source'] = found['source'] + clump_guess(f if isinstance(f, BatchedLikelihood) else BatchedLikelihood(lk), x, cfg.clumps)
+    m = lk.model
+    lk = LensLikelihood(cube, i, found, FitModel(m.mass, m.supersample, m.crop, m.shapelets, cfg.clumps))
+    f = _log_prob(lk, cfg.batched)
+    return lk, f, fit_light_and_source(f, lk, lk.args(found), rng, polish_iter=cfg.polish_iter)
+
 def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, backend: str | None = None,
              show_progress: bool = False) -> FitResult:
-    "Fit cutout i of a cube: from the CNN `prediction` (a table row with the seven parameters and `_std`) or blind,\
- search, crop, polish, Laplace ball, emcee; with `backend` (HDF5) the chain is kept and a rerun resumes it."
+    "Fit cutout i of a cube: from the CNN `prediction` (a table row with the seven parameters and `_std`) or blind;\
+ the light and source first with the lens held, clumps at the residual's peaks, all parameters polished, a Laplace\
+ ball, emcee; with `backend` (HDF5) the chain is kept and a rerun resumes it."
     import time
     cfg, t, t0 = cfg or FitConfig(), {}, time.perf_counter()
     rng = np.random.default_rng([cfg.sampler.seed, i])
@@ -625,8 +706,8 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
         sd = np.where(np.isfinite(sd) & (sd > 0), sd, [0.1 * te, 0.05, 0.05, 0.03, 0.03, 0.03, 0.03])
         lk = LensLikelihood(cube, i, start, model(crop_size(cube, te + 3 * sd[0]) if cfg.crop else None))
         f = _log_prob(lk, cfg.batched)
-        x, _ = particle_swarm(f, *_search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3), lk.args(start),
-                              *cfg.search_cnn, rng)
+        x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),
+                                 cfg.polish_iter)
     else:
         start = blind_start(cube, i, cfg.mass)
         full = LensLikelihood(cube, i, start, model(None))
@@ -634,13 +715,15 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
                               full.args(start), *cfg.search_blind, rng)
         found = full.kwargs(x)
         lk = LensLikelihood(cube, i, found, model(crop_size(cube, found['lens'][0]['theta_E']) if cfg.crop else None))
-        f, x = _log_prob(lk, cfg.batched), lk.args(found)
+        f = _log_prob(lk, cfg.batched)
+        x = fit_light_and_source(f, lk, lk.args(found), rng, polish_iter=cfg.polish_iter)
+    lk, f, x = _with_clumps(cube, i, lk, f, x, cfg, rng)
     t['search'] = time.perf_counter() - t0
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
     x, _ = polish(f, x, lo, hi, _steps(lk), cfg.polish_iter, rounds=2)
     cov = laplace_covariance(f, x, _steps(lk), lo, hi)
     t['polish'] = time.perf_counter() - t0 - t['search']
-    p0 = np.clip(rng.multivariate_normal(x, cov, cfg.walkers), lo + 1e-9, hi - 1e-9)
+    p0 = np.clip(rng.multivariate_normal(x, cov, max(cfg.walkers, 2 * lk.ndim + 2)), lo + 1e-9, hi - 1e-9)   # emcee: >= 2 D
     chain = run_sampler(f, p0, cfg.sampler, backend, name=str(cube.catalog['id'][i]), show_progress=show_progress,
                         vectorize=cfg.batched)
     t['mcmc'] = time.perf_counter() - t0 - t['search'] - t['polish']
