@@ -40,7 +40,7 @@ def reference_cube(n: int, seed: int):
 def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
     "Seconds for one log L of `walkers` walkers: batched in torch, and lenstronomy one by one."
     start, _ = cnn_start(cube, 0, pred[0])
-    lk = LensLikelihood(cube, 0, start, FitModel(crop=crop_size(cube, start["lens"][0]["theta_E"]), clumps=3))
+    lk = LensLikelihood(cube, 0, start, FitModel(crop=crop_size(cube, start['lens'][0]['theta_E']), clumps=3))
     x = lk.args(start) + 1e-3 * np.random.default_rng(0).standard_normal((walkers, lk.ndim))
     bl = BatchedLikelihood(lk); bl(x)
     t = time.perf_counter(); bl(x); tb = time.perf_counter() - t

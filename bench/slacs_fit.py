@@ -15,6 +15,7 @@ from slnb.fit import FitConfig, SamplerConfig, fit_lens, fit_row
 from slnb.io import make_cube
 
 d = real_data_path('slacs_j2303+1422')
+if d is None: sys.exit('slacs_j2303+1422 not found in $SLNB_REAL_DATA (default ../shared/data/real)')
 img, noise = (fits.getdata(d / f)[:280, :280].astype(float) for f in ('image_lens_subtracted.fits', 'noise_map.fits'))
 psf = fits.getdata(d / 'psf.fits').astype(float)
 rebin = lambda a: a.reshape(140, 2, 140, 2).sum((1, 3))

@@ -261,7 +261,8 @@ class BatchedLikelihood:
                 for k in range(self.n_clumps)]
 
     def _images(self, p):
-        "Unconvolved lens light, lensed Sérsic source and lensed shapelets (K, W, H, W_pix), unit amplitudes, pixel averages."
+        "Unconvolved lens light, lensed Sérsic source, lensed shapelets and clumps (K, W, H, W_pix), unit amplitudes,\
+ pixel averages."
         import torch
         from slnb.render import sersic_profile, sie_deflection
         c = lambda name: p[:, self.col[name]]
