@@ -68,7 +68,8 @@ def main():
             row = fit_row(int(cube.catalog['id'][i]), r)
             row.update(truth_theta_E=truth['theta_E'],
                        arc_snr=float(cube.catalog['arc_snr'][i]), source_kind=str(cube.catalog['source_kind'][i]),
-                       rel_error=row['theta_E'] / truth['theta_E'] - 1, cnn_rel_error=float(pred['theta_E'][i]) / truth['theta_E'] - 1,
+                       rel_error=row['theta_E'] / truth['theta_E'] - 1, neighbours=r.lk.model.neighbours,
+                       covered68=bool(row['theta_E_lo'] <= truth['theta_E'] <= row['theta_E_hi']), cnn_rel_error=float(pred['theta_E'][i]) / truth['theta_E'] - 1,
                        **{f't_{k}': v for k, v in r.seconds.items()},
                        **{f'true_{p}': truth[p] for p in PARAM_NAMES},
                        **{f'cnn_{p}{s}': float(pred[p + s][i]) for p in PARAM_NAMES for s in ('', '_std')})
@@ -76,7 +77,7 @@ def main():
             print(f"lens {i} {start:5s}: theta_E {row['theta_E']:.3f} [{row['theta_E_lo']:.3f}, {row['theta_E_hi']:.3f}] "
                   f"true {truth['theta_E']:.3f} ({row['rel_error']:+.2%}; CNN {row['cnn_rel_error']:+.2%}), chi2/pix "
                   f"{row['chi2_red']:.2f}, tau_max {row['tau_max']:.0f}, {row['n_steps']} steps, converged "
-                  f"{row['converged']}, {r.seconds['total']:.0f} s (search {r.seconds['search']:.0f}, polish "
+                  f"{row['converged']}, acceptance {row['acceptance']:.2f}, neighbours {row['neighbours']}, {r.seconds['total']:.0f} s (search {r.seconds['search']:.0f}, polish "
                   f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f})", flush=True)
     cnn = [r for r in rows if r['start'] == 'cnn']
     blind = [r for r in rows if r['start'] == 'blind']
@@ -85,7 +86,8 @@ def main():
         n=len(cnn), max_steps=args.max_steps, likelihood=speed,
         cnn_median_abs_rel_error=float(np.median([abs(r['rel_error']) for r in cnn])),
         cnn_prediction_median_abs_rel_error=float(np.median([abs(r['cnn_rel_error']) for r in cnn])),
-        converged=int(sum(r['converged'] for r in cnn)), median_seconds_cnn=float(np.median([r['seconds'] for r in cnn])),
+        converged=int(sum(r['converged'] for r in cnn)), median_tau_max=float(np.median([r['tau_max'] for r in cnn])),
+        theta_E_coverage68=float(np.mean([r['covered68'] for r in cnn])), median_seconds_cnn=float(np.median([r['seconds'] for r in cnn])),
         blind_median_abs_rel_error=float(np.median([abs(r['rel_error']) for r in blind])) if blind else None,
         median_seconds_blind=float(np.median([r['seconds'] for r in blind])) if blind else None,
         blind_over_cnn_time=[b['seconds'] / c['seconds'] for c, b in paired],

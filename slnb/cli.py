@@ -285,7 +285,9 @@ def _cmd_fit(args) -> int:
     if args.init is not None and not Path(args.init).is_file(): raise UsageError(f"--init {args.init}: no such file")
     ids = [int(v) for v in args.ids.split(',')] if args.ids else None
     if args.clumps < 0: raise UsageError(f"--clumps must be >= 0, got {args.clumps}")
+    if args.neighbours < 0: raise UsageError(f"--neighbours must be >= 0, got {args.neighbours}")
     cfg = FitConfig(mass=args.mass, shapelets=None if args.shapelets < 0 else args.shapelets, clumps=args.clumps,
+                    neighbours=args.neighbours,
                     batched=args.mass == 'SIE', sampler=SamplerConfig(max_steps=args.max_steps, seed=args.seed))
     if args.walkers: cfg.walkers = args.walkers
     chains = Path(args.chains) if args.chains else out.with_name(out.stem + '_chains')
@@ -308,6 +310,7 @@ def _add_fit_parser(sub) -> None:
     s.add_argument('--mass', default='SIE', help='SIE (batched likelihood) or EPL (lenstronomy per walker)')
     s.add_argument('--shapelets', type=int, default=-1, help="n_max of the source's shapelets (default -1: none)")
     s.add_argument('--clumps', type=int, default=3, help='compact knots in the source, placed at the residual peaks')
+    s.add_argument('--neighbours', type=int, default=2, help="at most this many unlensed neighbours modelled (found in the cube's LENS_LIGHT)")
     s.add_argument('--walkers', type=int, default=None); s.add_argument('--max-steps', type=int, default=5000)
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--chains', default=None, help='folder for chains and finished objects (default OUT_chains/)')

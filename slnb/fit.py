@@ -6,7 +6,7 @@ Docs: https://slnb-dev.github.io/slnb/fit.html.md"""
 
 # %% ../nbs/60_fit.ipynb #9f13d0fa
 from __future__ import annotations
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,10 @@ from .surveys import get_survey
 # %% auto #0
 __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'SPEC_NAMES', 'BLIND_SPREAD', 'SPEC_LABELS', 'FitDataError', 'band_psf', 'band_noise_map',
            'band_data', 'FitModel', 'lens_start', 'truth_start', 'LensLikelihood', 'shapelet_basis',
-           'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'run_sampler', 'lens_light_guess',
-           'source_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'laplace_covariance', 'FitConfig',
-           'FitResult', 'crop_size', 'fit_light_and_source', 'clump_guess', 'fit_lens', 'fit_row', 'fit_table',
-           'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc']
+           'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'StudentTIndependence', 'run_sampler',
+           'lens_light_guess', 'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm',
+           'polish', 'laplace_covariance', 'FitConfig', 'FitResult', 'crop_size', 'fit_light_and_source', 'clump_guess',
+           'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -95,12 +95,14 @@ class FitModel:
     crop: int | None = None          # fit only the central crop x crop pixels
     shapelets: int | None = None     # n_max of the source's shapelets (amplitudes linear); None: the Sérsic alone
     clumps: int = 0                  # compact knots (Gaussian, CLUMP_SIGMA wide) at free source-plane positions
+    neighbours: int = 0              # unlensed neighbouring galaxies: Sérsics beside the lens light (amplitudes linear)
+    fix_neighbours: bool = False     # hold the neighbours' shapes at their start (only their amplitudes stay free)
 
     def __post_init__(self):
         if self.mass not in ('SIE', 'EPL'): raise ValueError(f"unknown mass model '{self.mass}': 'SIE' or 'EPL'")
 
     def kwargs_model(self) -> dict:
-        return dict(lens_model_list=[self.mass, 'SHEAR'], lens_light_model_list=['SERSIC_ELLIPSE'],
+        return dict(lens_model_list=[self.mass, 'SHEAR'], lens_light_model_list=['SERSIC_ELLIPSE'] * (1 + self.neighbours),
                     source_light_model_list=['SERSIC_ELLIPSE'] + (['SHAPELETS'] if self.shapelets is not None else [])
                     + ['GAUSSIAN'] * self.clumps)
 
@@ -151,13 +153,16 @@ class LensLikelihood:
         js = range(len(cube.bands)) if bands is None else [cube.bands.index(b) for b in bands]
         parts = [band_data(cube, i, j, self.model.supersample, self.model.crop) for j in js]
         start = dict(start, source=self.model.source_start(start['source']))
+        if len(start['lens_light']) != 1 + self.model.neighbours:
+            raise ValueError(f"the start has {len(start['lens_light'])} lens-light Sérsics, the model 1 + {self.model.neighbours} neighbours")
+        fix = lambda d: {k: v for k, v in d.items() if k != 'amp'} if self.model.fix_neighbours else {}
         self.n_data, self.masks, self.start = int(sum(m.sum() for _, m in parts)), [m for _, m in parts], start
         data = dict(multi_band_list=[p for p, _ in parts], multi_band_type='multi-linear')
         m0 = start['lens'][0]
         fixed_shear = {'ra_0': m0['center_x'], 'dec_0': m0['center_y']}    # the shear's origin: the start's centre
         params = dict(lens_model=[start['lens'], _sigmas(start['lens']), [{}, fixed_shear],
                                   _bounds(start['lens'], 0), _bounds(start['lens'], 1)],
-                      lens_light_model=[start['lens_light'], _sigmas(start['lens_light']), [{}],
+                      lens_light_model=[start['lens_light'], _sigmas(start['lens_light']), [{}] + [fix(d) for d in start['lens_light'][1:]],
                                         _bounds(start['lens_light'], 0), _bounds(start['lens_light'], 1)],
                       source_model=[start['source'], _sigmas(start['source']), [{k: v for k, v in d.items() if k in ('n_max', 'sigma')} for d in start['source']],
                                     _bounds(start['source'], 0), _bounds(start['source'], 1)])
@@ -250,7 +255,9 @@ class BatchedLikelihood:
         self.lower, self.upper = t(lo).double(), t(hi).double()
         self.col = {n: i for i, n in enumerate(lk.names)}
         self.shear_origin = [lk.start['lens'][0]['center_x'], lk.start['lens'][0]['center_y']]
-        self.n_max, self.n_clumps = lk.model.shapelets, lk.model.clumps
+        self.n_max, self.n_clumps, self.n_light = lk.model.shapelets, lk.model.clumps, 1 + lk.model.neighbours
+        self.fixed = {f'{q}_lens_light{k}': float(v) for k, d in enumerate(lk.start['lens_light']) for q, v in d.items()
+                      if f'{q}_lens_light{k}' not in self.col}       # held neighbours' shapes
 
     def _clumps(self, bx, by, c) -> list:
         "Unit-peak Gaussian knots at source-plane positions bx, by (the clumps follow the Sérsic and the shapelets)."
@@ -261,30 +268,35 @@ class BatchedLikelihood:
                 for k in range(self.n_clumps)]
 
     def _images(self, p):
-        "Unconvolved lens light, lensed Sérsic source, lensed shapelets and clumps (K, W, H, W_pix), unit amplitudes,\
+        "Unconvolved lens light and neighbours, lensed Sérsic source, lensed shapelets and clumps (K, W, H, W_pix), unit amplitudes,\
  pixel averages."
         import torch
         from slnb.render import sersic_profile, sie_deflection
-        c = lambda name: p[:, self.col[name]]
+        c = lambda name: p[:, self.col[name]] if name in self.col else torch.full_like(p[:, 0], self.fixed[name])
         ax, ay = sie_deflection(self.x, self.y, c('theta_E_lens0'), c('e1_lens0'), c('e2_lens0'), c('center_x_lens0'), c('center_y_lens0'))
         g1, g2 = c('gamma1_lens1')[:, None], c('gamma2_lens1')[:, None]
         dx, dy = self.x - self.shear_origin[0], self.y - self.shear_origin[1]
         bx, by = self.x - ax - g1 * dx - g2 * dy, self.y - ay - g2 * dx + g1 * dy
         light = lambda xx, yy, tag: sersic_profile(xx, yy, *(c(f'{q}_{tag}') for q in ('R_sersic', 'n_sersic', 'e1', 'e2', 'center_x', 'center_y')))
-        imgs = [light(self.x.expand_as(bx), self.y.expand_as(by), 'lens_light0'), light(bx, by, 'source_light0')]
+        imgs = [light(self.x.expand_as(bx), self.y.expand_as(by), f'lens_light{k}') for k in range(self.n_light)]
+        imgs.append(light(bx, by, 'source_light0'))
         if self.n_max is not None:
             beta = c('beta_source_light1')[:, None]
             imgs += shapelet_basis((bx - c('center_x_source_light0')[:, None]) / beta,
                                    (by - c('center_y_source_light0')[:, None]) / beta, self.n_max)
         imgs += self._clumps(bx, by, c)
         H, W = self.shape
-        return torch.stack(imgs).reshape(len(imgs), -1, H, self.k, W, self.k).mean((3, 5))
+        sub = torch.stack(imgs).reshape(len(imgs), -1, H, self.k, W, self.k)
+        return sub.sum(-1).sum(-2) / self.k ** 2         # pixel means; summing the innermost axis first is ~5x faster
 
     def _convolve(self, img):
         "Each band's PSF applied to images (M, 1, H, W): (M, B, H, W)."
         import torch.nn.functional as F
         if not self.gaussian: return F.conv2d(img, self.kernel, padding=self.kernel.shape[-1] // 2)
-        return self.rows @ img @ self.cols.transpose(-1, -2)      # (B, H, H) @ (M, 1, H, W) @ (B, W, W): (M, B, H, W)
+        M, _, H, W = img.shape                      # rows then columns, each band one large product (not M x B small ones)
+        y = self.rows @ img[:, 0].permute(1, 0, 2).reshape(1, H, M * W)                       # (B, H, M W)
+        y = y.reshape(-1, H * M, W) @ self.cols.transpose(-1, -2)                            # (B, H M, W)
+        return y.reshape(-1, H, M, W).permute(2, 0, 1, 3)
 
     def _solve(self, p):
         "Component images M (N, B, K, P) after the PSF, amplitudes (N, B, K) and chi^2 (N,) of walkers p (N, D) float64."
@@ -314,7 +326,8 @@ class BatchedLikelihood:
         p = torch.as_tensor(np.atleast_2d(args)[:1], dtype=torch.float64, device=self.device)
         M, amp, _ = self._solve(p)
         parts = (amp[0][..., None] * M[0]).reshape(*M.shape[1:3], *self.shape).cpu().numpy()      # (B, K, H, W)
-        return dict(model=parts.sum(1), lens_light=parts[:, 0], source=parts[:, 1:].sum(1), amp=amp[0].cpu().numpy())
+        L = self.n_light
+        return dict(model=parts.sum(1), lens_light=parts[:, :L].sum(1), source=parts[:, L:].sum(1), amp=amp[0].cpu().numpy())
 
     def source_plane(self, args, half: float = 1.0, n: int = 80) -> tuple[np.ndarray, list[float]]:
         "The reconstructed source (B, n, n), unlensed and without PSF, on a grid of +- `half` arcsec about its centre,\
@@ -334,7 +347,7 @@ class BatchedLikelihood:
             comps += shapelet_basis((xx - cx) / beta, (yy - cy) / beta, self.n_max)
         comps += self._clumps(xx, yy, c)
         basis = torch.stack(comps)[:, 0].reshape(len(comps), n, n).double().cpu().numpy()     # (K-1, n, n)
-        return np.einsum('bk,kij->bij', amp[:, 1:], basis), [cx - half, cx + half, cy - half, cy + half]
+        return np.einsum('bk,kij->bij', amp[:, self.n_light:], basis), [cx - half, cx + half, cy - half, cy + half]
 
 # %% ../nbs/60_fit.ipynb #d1ce35f3
 @dataclass
@@ -344,7 +357,10 @@ class SamplerConfig:
     check_every: int = 100
     tau_factor: float = 50.0
     tau_rtol: float = 0.05
-    moves: str = 'de'                # 'de': differential evolution (80%) and its snooker variant (20%); 'stretch'
+    moves: str = 'de+t'              # 'de+t': an adapted Student-t independence proposal (50%) beside 'de'; 'de':
+                                     # differential evolution (80%) and its snooker variant (20%); 'stretch'
+    adapt_steps: int = 600           # 'de+t': every check_every steps up to here the t proposal is refitted to the
+                                     # second half of the chain so far
     seed: int = 0
 
 def start_ball(centre: np.ndarray, spread: np.ndarray, n: int, rng: np.random.Generator, lower=None, upper=None) -> np.ndarray:
@@ -365,21 +381,56 @@ class ChainSummary:
     best_log_likelihood: float
     trace: np.ndarray | None = None          # the whole chain (steps, walkers, D), thinned to <= 500 steps
 
-def _tau(sampler) -> np.ndarray:
-    "The integrated autocorrelation time (D,) of each parameter (emcee's estimate, without its length check)."
-    return sampler.get_autocorr_time(tol=0, quiet=True)
+def _tau(sampler, discard: int = 0) -> np.ndarray:
+    "The integrated autocorrelation time (D,) of each parameter after `discard` steps (emcee's estimate, without its\
+ length check)."
+    return sampler.get_autocorr_time(discard=discard, tol=0, quiet=True)
 
-def _moves(kind: str):
+class StudentTIndependence:
+    "An emcee move that proposes from a fixed multivariate Student-t (mean, covariance, df), whatever the walker's place:\
+ an independence Metropolis-Hastings step, fast where the posterior is near that t (emcee's ensemble moves need\
+ ~3.5 D steps per autocorrelation time even on a Gaussian)."
+    def __init__(self, mean: np.ndarray, cov: np.ndarray, df: float = 10.0):
+        import emcee
+        self.df, self.move = df, emcee.moves.MHMove(self._propose)
+        self.set(mean, cov)
+
+    def set(self, mean: np.ndarray, cov: np.ndarray):
+        "Propose from N-dimensional t(mean, cov) from now on."
+        self.mean, self.chol = np.asarray(mean, float), np.linalg.cholesky(np.asarray(cov, float))
+        self.inv = np.linalg.inv(self.chol)
+
+    def _log_q(self, x: np.ndarray) -> np.ndarray:
+        m = (((x - self.mean) @ self.inv.T) ** 2).sum(1)                  # squared Mahalanobis distance
+        return -0.5 * (self.df + len(self.mean)) * np.log1p(m / self.df)
+
+    def _propose(self, coords: np.ndarray, random) -> tuple[np.ndarray, np.ndarray]:
+        n, D = coords.shape
+        z = random.standard_normal((n, D)) * np.sqrt(self.df / random.chisquare(self.df, n))[:, None]
+        q = self.mean + z @ self.chol.T
+        return q, self._log_q(coords) - self._log_q(q)
+
+def _moves(kind: str, t: StudentTIndependence | None = None):
     "emcee's moves by name."
     import emcee
-    if kind == 'de': return [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
+    de = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
+    if kind == 'de': return de
+    if kind == 'de+t': return [(t.move, 0.5)] + [(m, 0.5 * w) for m, w in de]
     if kind == 'stretch': return None
-    raise ValueError(f"unknown moves '{kind}': 'de' or 'stretch'")
+    raise ValueError(f"unknown moves '{kind}': 'de+t', 'de' or 'stretch'")
+
+def _fit_proposal(t: StudentTIndependence, chain: np.ndarray):
+    "Refit the t proposal to chain samples (S, W, D): their mean and 1.1 x their covariance (kept positive definite)."
+    x = chain.reshape(-1, chain.shape[-1])
+    cov = 1.1 * np.cov(x.T) + 1e-12 * np.diag(np.maximum(x.var(0), 1e-300))
+    try: t.set(x.mean(0), cov)
+    except np.linalg.LinAlgError: pass              # a degenerate block (walkers stuck): keep the last proposal
 
 def run_sampler(log_prob, p0: np.ndarray, cfg: SamplerConfig | None = None, backend: str | None = None,
-                name: str = 'mcmc', show_progress: bool = False, desc: str = 'mcmc', vectorize: bool = False) -> ChainSummary:
+                name: str = 'mcmc', show_progress: bool = False, desc: str = 'mcmc', vectorize: bool = False,
+                mean: np.ndarray | None = None, cov: np.ndarray | None = None) -> ChainSummary:
     "Run emcee from walkers p0 (W, D) until converged or cfg.max_steps; with `backend` (HDF5), saved and resumable;\
- `vectorize`: log_prob takes all walkers (W, D) at once."
+ `vectorize`: log_prob takes all walkers (W, D) at once; `mean`, `cov`: the first t proposal ('de+t'; else p0's)."
     import emcee
     from slnb.core import progress
     cfg = cfg or SamplerConfig()
@@ -390,21 +441,31 @@ def run_sampler(log_prob, p0: np.ndarray, cfg: SamplerConfig | None = None, back
         try: done = store.iteration
         except (OSError, KeyError): done = 0
         if done == 0: store.reset(nwalkers, ndim)
-    sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, backend=store, moves=_moves(cfg.moves), vectorize=vectorize)
+    adapt = cfg.adapt_steps if cfg.moves == 'de+t' else 0
+    t = StudentTIndependence(np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov) if adapt else None
+    sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, backend=store, moves=_moves(cfg.moves, t), vectorize=vectorize)
     sampler.random_state = np.random.RandomState([cfg.seed, done]).get_state()
+    if adapt and done >= cfg.check_every:                # a resumed run: the proposal as the interrupted run last set it
+        end = min(done, adapt) // cfg.check_every * cfg.check_every
+        _fit_proposal(t, sampler.get_chain()[end // 2:end])
     state = sampler.get_last_sample() if done else p0
-    old_tau, converged = np.full(ndim, np.inf), False
+    old_tau, converged, tau = np.full(ndim, np.inf), False, np.full(ndim, np.inf)
     bar = progress(total=cfg.max_steps, initial=done, desc=desc, disable=not show_progress, leave=False)
     while sampler.iteration < cfg.max_steps and not converged:
         n = min(cfg.check_every - sampler.iteration % cfg.check_every, cfg.max_steps - sampler.iteration)
         state = sampler.run_mcmc(state, n, skip_initial_state_check=True)
         bar.update(n)
-        tau = _tau(sampler)
-        converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration) and np.all(np.abs(old_tau - tau) < cfg.tau_rtol * tau))
+        if sampler.iteration <= adapt:                   # adapting: the chain so far is burn-in
+            it = sampler.iteration
+            if it % cfg.check_every == 0: _fit_proposal(t, sampler.get_chain()[it // 2:])
+            continue
+        tau = _tau(sampler, adapt)
+        converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - adapt) and np.all(np.abs(old_tau - tau) < cfg.tau_rtol * tau))
         old_tau = tau
     bar.close()
-    tau = _tau(sampler)
-    burn = int(min(2 * np.nanmax(tau), sampler.iteration // 2)) if np.all(np.isfinite(tau)) else sampler.iteration // 2
+    if sampler.iteration <= adapt: adapt = 0             # stopped while adapting: all of it is judged (and burnt) alike
+    tau, kept = _tau(sampler, adapt), sampler.iteration - adapt
+    burn = adapt + (int(min(2 * np.nanmax(tau), kept // 2)) if np.all(np.isfinite(tau)) else kept // 2)
     lp = sampler.get_log_prob()
     k = np.unravel_index(np.argmax(lp), lp.shape)
     return ChainSummary(samples=sampler.get_chain(discard=burn, flat=True), acceptance=float(np.mean(sampler.acceptance_fraction)),
@@ -456,6 +517,26 @@ def source_guess(cube: Cube, i: int, lens: list[dict], mass: str = 'SIE') -> dic
     sx, sy = float((ww * bx).sum()), float((ww * by).sum())
     size = float(np.sqrt((ww * ((bx - sx) ** 2 + (by - sy) ** 2)).sum()))
     return dict(R_sersic=float(np.clip(size, 0.05, 1.0)), n_sersic=1.0, e1=0.0, e2=0.0, center_x=sx, center_y=sy)
+
+def neighbour_guess(cube: Cube, i: int, cx: float, cy: float, half: float, n_max: int = 2, min_snr: float = 5.0,
+                    min_distance: float = 0.8) -> list[dict]:
+    "Round Sérsic starts of up to n_max unlensed neighbours within `half` (+ 0.5) arcsec of the lens centre (cx, cy):\
+ peaks of the deblender's LENS_LIGHT (bands summed; none without it) beyond `min_distance` arcsec that are not mirrored\
+ through the centre (a lens galaxy's light is point-symmetric) at S/N >= min_snr, brightest first."
+    from scipy import ndimage
+    if 'LENS_LIGHT' not in cube.extensions: return []
+    img = np.nansum(np.asarray(cube.extensions['LENS_LIGHT'][i], float), 0)
+    sd = np.sqrt(np.sum([band_noise_map(cube, i, j) ** 2 for j in range(len(cube.bands))], 0))
+    H, W = img.shape
+    s, (x, y) = cube.pixel_scale, _grid(cube)
+    mirror = ndimage.map_coordinates(img, [(H - 1) / 2 + (2 * cy - y) / s, (W - 1) / 2 + (2 * cx - x) / s], order=1, mode='nearest')
+    snr = ndimage.gaussian_filter(img - mirror, 1.0) / ndimage.gaussian_filter(np.sqrt(2) * sd, 1.0) * np.sqrt(4 * np.pi)
+    smooth = ndimage.gaussian_filter(img, 1.0)
+    r, box = np.hypot(x - cx, y - cy), np.maximum(np.abs(x - cx), np.abs(y - cy))
+    peak = (ndimage.maximum_filter(smooth, 5) == smooth) & (snr >= min_snr) & (r > min_distance) & (box < half + 0.5)
+    order = np.argsort(-smooth[peak])[:n_max]
+    return [dict(R_sersic=0.3, n_sersic=1.0, e1=0.0, e2=0.0, center_x=float(a), center_y=float(b))
+            for a, b in zip(x[peak][order], y[peak][order])]
 
 def cnn_start(cube: Cube, i: int, row, mass: str = 'SIE') -> tuple[dict, np.ndarray]:
     "The start from a CNN prediction (a table row or a mapping with the seven parameters and their `_std`): the\
@@ -542,9 +623,11 @@ def laplace_covariance(log_prob, x: np.ndarray, step: np.ndarray, lower: np.ndar
     H = np.diag((fp + fm - 2 * f0) / h ** 2)
     H[i, j] = H[j, i] = (cross[0] - cross[1] - cross[2] + cross[3]) / (4 * h[i] * h[j])
     H = np.where(np.isfinite(H), H, 0.0)
-    w, V = np.linalg.eigh(-H)
-    w = np.maximum(w, 1e-3 * max(w.max(), 1e-12))                     # flat or wrong-signed directions: kept narrow-ish
-    return (V / w) @ V.T
+    c = np.diagonal(-H)                                                 # a flat or wrong-signed diagonal: 5% of the range
+    d = np.where(c > 0, np.sqrt(np.abs(c)), 20 / np.maximum(upper - lower, 1e-12))   # in units of each conditional sigma,
+    w, V = np.linalg.eigh(-H / np.outer(d, d))                          # where the eigenvalues are comparable (<= D)
+    w = np.maximum(w, 1e-2)                                             # flat or wrong-signed directions: <= 10 sigma wide
+    return (V / w) @ V.T / np.outer(d, d)
 
 # %% ../nbs/60_fit.ipynb #ff71d521
 SPEC_NAMES: dict[str, str] = dict(theta_E='theta_E_lens0', e1='e1_lens0', e2='e2_lens0', gamma1='gamma1_lens1',
@@ -557,6 +640,7 @@ class FitConfig:
     supersample: int = 2
     shapelets: int | None = None     # a Sérsic + 3 clumps fitted 8 lenstronomy-made lenses better than shapelets (n_max 4)
     clumps: int = 3
+    neighbours: int = 2              # at most this many unlensed neighbours modelled (found in LENS_LIGHT)
     crop: bool = True
     walkers: int = 48                # at least 2 D + 2 (emcee's ensemble moves need them)
     search_cnn: tuple[int, int] = (32, 40)
@@ -681,16 +765,22 @@ def clump_guess(bl: BatchedLikelihood, x: np.ndarray, n: int, min_snr: float = 3
     return knots
 
 def _with_clumps(cube: Cube, i: int, lk: LensLikelihood, f, x: np.ndarray, cfg: 'FitConfig', rng) -> tuple:
-    "The likelihood, log-prob and vector with cfg.clumps clumps added at the residual's peaks, the light and source\
- refitted with the lens held (unchanged if cfg.clumps is 0)."
-    if not cfg.clumps: return lk, f, x
-    found = lk.kwargs(x)
-    if lk.model.mass == 'SIE':      # EPL (no batched model image): the clumps start on a circle about the source
-        found['source'] = found['source'] + clump_guess(f if isinstance(f, BatchedLikelihood) else BatchedLikelihood(lk), x, cfg.clumps)
-    m = lk.model
-    lk = LensLikelihood(cube, i, found, FitModel(m.mass, m.supersample, m.crop, m.shapelets, cfg.clumps))
+    "The likelihood, log-prob and vector with up to cfg.clumps clumps added at the residual's peaks (S/N > 3) and the\
+ neighbours' shapes held, the light and source refitted with the lens held (unchanged if there are neither)."
+    if not cfg.clumps and not lk.model.neighbours: return lk, f, x
+    found, n = lk.kwargs(x), cfg.clumps
+    if cfg.clumps and lk.model.mass == 'SIE':      # EPL (no batched model image): the clumps start on a circle about the source
+        knots = clump_guess(f if isinstance(f, BatchedLikelihood) else BatchedLikelihood(lk), x, cfg.clumps)
+        found['source'], n = found['source'] + knots, len(knots)     # only as many as there are peaks: an unneeded clump
+    lk = LensLikelihood(cube, i, found, replace(lk.model, clumps=n, fix_neighbours=True))      # would roam the source plane
     f = _log_prob(lk, cfg.batched)
     return lk, f, fit_light_and_source(f, lk, lk.args(found), rng, polish_iter=cfg.polish_iter)
+
+def _neighbours(cube: Cube, i: int, start: dict, crop: int | None, cfg: 'FitConfig') -> list[dict]:
+    "Starts of the neighbours that matter to a fit of the central `crop` pixels about the start's lens light."
+    half = (crop or max(cube.shape[2:])) * cube.pixel_scale / 2
+    ll = start['lens_light'][0]
+    return neighbour_guess(cube, i, ll['center_x'], ll['center_y'], half, cfg.neighbours) if cfg.neighbours else []
 
 def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, backend: str | None = None,
              show_progress: bool = False) -> FitResult:
@@ -700,12 +790,14 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
     import time
     cfg, t, t0 = cfg or FitConfig(), {}, time.perf_counter()
     rng = np.random.default_rng([cfg.sampler.seed, i])
-    model = lambda crop: FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets)
+    model = lambda crop, neighbours=0: FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets, neighbours=neighbours)
     if prediction is not None:
         start, sd = cnn_start(cube, i, prediction, cfg.mass)
         te = start['lens'][0]['theta_E']
         sd = np.where(np.isfinite(sd) & (sd > 0), sd, [0.1 * te, 0.05, 0.05, 0.03, 0.03, 0.03, 0.03])
-        lk = LensLikelihood(cube, i, start, model(crop_size(cube, te + 3 * sd[0]) if cfg.crop else None))
+        crop = crop_size(cube, te + 3 * sd[0]) if cfg.crop else None
+        start['lens_light'] += _neighbours(cube, i, start, crop, cfg)
+        lk = LensLikelihood(cube, i, start, model(crop, len(start['lens_light']) - 1))
         f = _log_prob(lk, cfg.batched)
         x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),
                                  cfg.polish_iter)
@@ -715,7 +807,9 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
         x, _ = particle_swarm(_log_prob(full, cfg.batched), *_search_box(full, start, BLIND_SPREAD, 1.5),
                               full.args(start), *cfg.search_blind, rng)
         found = full.kwargs(x)
-        lk = LensLikelihood(cube, i, found, model(crop_size(cube, found['lens'][0]['theta_E']) if cfg.crop else None))
+        crop = crop_size(cube, found['lens'][0]['theta_E']) if cfg.crop else None
+        found['lens_light'] += _neighbours(cube, i, found, crop, cfg)
+        lk = LensLikelihood(cube, i, found, model(crop, len(found['lens_light']) - 1))
         f = _log_prob(lk, cfg.batched)
         x = fit_light_and_source(f, lk, lk.args(found), rng, polish_iter=cfg.polish_iter)
     lk, f, x = _with_clumps(cube, i, lk, f, x, cfg, rng)
@@ -726,7 +820,7 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
     t['polish'] = time.perf_counter() - t0 - t['search']
     p0 = np.clip(rng.multivariate_normal(x, cov, max(cfg.walkers, 2 * lk.ndim + 2)), lo + 1e-9, hi - 1e-9)   # emcee: >= 2 D
     chain = run_sampler(f, p0, cfg.sampler, backend, name=str(cube.catalog['id'][i]), show_progress=show_progress,
-                        vectorize=cfg.batched)
+                        vectorize=cfg.batched, mean=x, cov=cov)
     t['mcmc'] = time.perf_counter() - t0 - t['search'] - t['polish']
     t['total'] = time.perf_counter() - t0
     return FitResult(lk, chain, lk.kwargs(chain.best), -2 * chain.best_log_likelihood / lk.n_data,
