@@ -4,7 +4,7 @@ CNN's prediction (on the shipped deblender's ARCS) and, for the first `--blind` 
 likelihood call for the whole ensemble, batched in torch against lenstronomy walker by walker.
 Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less wall time than blind at the same
 accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
-Run: `python bench/fit.py [--n 8] [--blind 3] [--max-steps 3000] [--seed 7]`; writes bench/out/fit.json.
+Run: `python bench/fit.py [--n 8] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7]`; writes bench/out/fit.json.
 """
 import argparse
 import json
@@ -45,21 +45,26 @@ def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
     bl = BatchedLikelihood(lk); bl(x)
     t = time.perf_counter(); bl(x); tb = time.perf_counter() - t
     t = time.perf_counter(); [lk.log_likelihood(p) for p in x]; tl = time.perf_counter() - t
-    return dict(walkers=walkers, crop=lk.model.crop, batched_s=tb, lenstronomy_s=tl, ratio=tl / tb)
+    bl.value_and_grad(x[:16])
+    t = time.perf_counter(); bl(x[:16]); t16 = time.perf_counter() - t
+    t = time.perf_counter(); bl.value_and_grad(x[:16]); tg = time.perf_counter() - t
+    return dict(walkers=walkers, crop=lk.model.crop, batched_s=tb, lenstronomy_s=tl, ratio=tl / tb,
+                log_l_16_s=t16, value_and_grad_16_s=tg)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=8); ap.add_argument('--blind', type=int, default=3)
-    ap.add_argument('--max-steps', type=int, default=3000); ap.add_argument('--seed', type=int, default=7)
+    ap.add_argument('--max-steps', type=int, default=None); ap.add_argument('--seed', type=int, default=7)
     args = ap.parse_args()
     torch.manual_seed(0)
     cube, pred = reference_cube(args.n, args.seed)
     speed = likelihood_speed(cube, pred)
     print(f"one log L of {speed['walkers']} walkers ({speed['crop']}x{speed['crop']} pixels, 3 bands, clumps 3): "
           f"batched {speed['batched_s'] * 1e3:.0f} ms, lenstronomy one by one {speed['lenstronomy_s'] * 1e3:.0f} ms "
-          f"({speed['ratio']:.1f}x)", flush=True)
-    cfg = FitConfig(sampler=SamplerConfig(max_steps=args.max_steps))
+          f"({speed['ratio']:.1f}x); 16 walkers: log L {speed['log_l_16_s'] * 1e3:.0f} ms, with its gradient "
+          f"{speed['value_and_grad_16_s'] * 1e3:.0f} ms", flush=True)
+    cfg = FitConfig(sampler=SamplerConfig(moves='hmc', max_steps=args.max_steps))
     rows = []
     for i in range(args.n):
         truth = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES}
@@ -76,7 +81,7 @@ def main():
             rows.append(row)
             print(f"lens {i} {start:5s}: theta_E {row['theta_E']:.3f} [{row['theta_E_lo']:.3f}, {row['theta_E_hi']:.3f}] "
                   f"true {truth['theta_E']:.3f} ({row['rel_error']:+.2%}; CNN {row['cnn_rel_error']:+.2%}), chi2/pix "
-                  f"{row['chi2_red']:.2f}, tau_max {row['tau_max']:.0f}, {row['n_steps']} steps, converged "
+                  f"{row['chi2_red']:.2f}, tau_max {row['tau_max']:.1f}, {row['n_steps']} steps, converged "
                   f"{row['converged']}, acceptance {row['acceptance']:.2f}, neighbours {row['neighbours']}, {r.seconds['total']:.0f} s (search {r.seconds['search']:.0f}, polish "
                   f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f})", flush=True)
     cnn = [r for r in rows if r['start'] == 'cnn']

@@ -279,7 +279,8 @@ def _add_detect_parser(sub) -> None:
 def _cmd_fit(args) -> int:
     from slnb.fit import FitConfig, SamplerConfig, fit_cube
     from slnb.io import write_catalog
-    if args.max_steps <= 0: raise UsageError(f"--max-steps must be > 0, got {args.max_steps}")
+    if args.max_steps is not None and args.max_steps <= 0: raise UsageError(f"--max-steps must be > 0, got {args.max_steps}")
+    if args.moves not in ('hmc', 'de+t', 'de', 'stretch'): raise UsageError(f"--moves must be hmc, de+t, de or stretch, got {args.moves}")
     if args.mass not in ('SIE', 'EPL'): raise UsageError(f"--mass must be SIE or EPL, got {args.mass}")
     out = _check_output(args.output, args.overwrite)
     if args.init is not None and not Path(args.init).is_file(): raise UsageError(f"--init {args.init}: no such file")
@@ -288,7 +289,7 @@ def _cmd_fit(args) -> int:
     if args.neighbours < 0: raise UsageError(f"--neighbours must be >= 0, got {args.neighbours}")
     cfg = FitConfig(mass=args.mass, shapelets=None if args.shapelets < 0 else args.shapelets, clumps=args.clumps,
                     neighbours=args.neighbours,
-                    batched=args.mass == 'SIE', sampler=SamplerConfig(max_steps=args.max_steps, seed=args.seed))
+                    batched=args.mass == 'SIE', sampler=SamplerConfig(max_steps=args.max_steps, moves=args.moves, seed=args.seed))
     if args.walkers: cfg.walkers = args.walkers
     chains = Path(args.chains) if args.chains else out.with_name(out.stem + '_chains')
     try: table = fit_cube(args.input, args.init, cfg, chains, ids, args.scheduler)
@@ -311,7 +312,9 @@ def _add_fit_parser(sub) -> None:
     s.add_argument('--shapelets', type=int, default=-1, help="n_max of the source's shapelets (default -1: none)")
     s.add_argument('--clumps', type=int, default=3, help='compact knots in the source, placed at the residual peaks')
     s.add_argument('--neighbours', type=int, default=2, help="at most this many unlensed neighbours modelled (found in the cube's LENS_LIGHT)")
-    s.add_argument('--walkers', type=int, default=None); s.add_argument('--max-steps', type=int, default=5000)
+    s.add_argument('--walkers', type=int, default=None)
+    s.add_argument('--moves', default='hmc', help="hmc (Hamiltonian, the default), de+t, de or stretch (emcee's ensemble moves)")
+    s.add_argument('--max-steps', type=int, default=None, help='at most this many steps (default: hmc 1500, the others 5000)')
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--chains', default=None, help='folder for chains and finished objects (default OUT_chains/)')
     s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='fit on this Dask cluster (tcp://host:8786)')

@@ -16,11 +16,12 @@ from .surveys import get_survey
 
 # %% auto #0
 __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'SPEC_NAMES', 'BLIND_SPREAD', 'SPEC_LABELS', 'FitDataError', 'band_psf', 'band_noise_map',
-           'band_data', 'FitModel', 'lens_start', 'truth_start', 'LensLikelihood', 'shapelet_basis',
-           'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'StudentTIndependence', 'run_sampler',
-           'lens_light_guess', 'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm',
-           'polish', 'laplace_covariance', 'FitConfig', 'FitResult', 'crop_size', 'fit_light_and_source', 'clump_guess',
-           'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc']
+           'band_data', 'FitModel', 'lens_start', 'truth_start', 'clump_repulsion', 'LensLikelihood', 'shapelet_basis',
+           'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'StudentTIndependence',
+           'HamiltonianMove', 'run_sampler', 'lens_light_guess', 'source_guess', 'neighbour_guess', 'cnn_start',
+           'blind_start', 'particle_swarm', 'polish', 'laplace_covariance', 'start_walkers', 'FitConfig', 'FitResult',
+           'crop_size', 'fit_light_and_source', 'clump_guess', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube',
+           'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -138,6 +139,12 @@ def truth_start(row, mass: str = 'SIE') -> dict:
                 source=[{p: float(row[f'source_{p}']) for p in LIGHT_PARAMS}])
 
 # %% ../nbs/60_fit.ipynb #b8f7751e
+def clump_repulsion(xy):
+    "-log prior (W,) of clump positions xy (W, K, 2) arcsec (numpy or torch): the sum over pairs of (2 CLUMP_SIGMA /\
+ separation)^4. It keeps clumps apart: two that meet make a dipole of huge opposite amplitudes (seen: +-5e4)."
+    i, j = np.triu_indices(xy.shape[1], 1)
+    return (((2 * CLUMP_SIGMA) ** 2 / ((xy[:, i] - xy[:, j]) ** 2).sum(-1)) ** 2).sum(-1)
+
 def _sigmas(kws: list[dict]) -> list[dict]:
     "Initial spreads of lenstronomy keyword lists (0.05 in every parameter: arcsec, or dimensionless)."
     return [{k: 0.05 for k in d} for d in kws]
@@ -187,8 +194,10 @@ class LensLikelihood:
         return dict(lens=k['kwargs_lens'], source=k['kwargs_source'], lens_light=k['kwargs_lens_light'])
 
     def log_likelihood(self, args) -> float:
-        "log L = -chi^2 / 2 of a sampled vector (-inf outside the bounds)."
+        "log L = -chi^2 / 2 of a sampled vector, less the clumps' `clump_repulsion` (-inf outside the bounds)."
         v = self.likelihood.logL(np.asarray(args, float))
+        knots = [d for d in self.kwargs(args)['source'] if 'sigma' in d]
+        if len(knots) > 1: v -= float(clump_repulsion(np.array([[[d['center_x'], d['center_y']] for d in knots]]))[0])
         return float(v) if np.isfinite(v) and v > -1e15 else -np.inf
 
     def chi2_red(self, args) -> float:
@@ -317,8 +326,29 @@ class BatchedLikelihood:
         import torch
         p = torch.as_tensor(np.atleast_2d(args), dtype=torch.float64, device=self.device)
         ok = ((p >= self.lower) & (p <= self.upper)).all(1)
+        return torch.where(ok, self._log_prob(p), -torch.inf).cpu().numpy()
+
+    def _log_prob(self, p):
+        "-chi^2 / 2 less the clumps' repulsion, of walkers p (N, D) float64 (differentiable; -inf where not finite)."
+        import torch
         _, _, chi2 = self._solve(p)
-        return torch.where(ok & torch.isfinite(chi2), -0.5 * chi2, -torch.inf).cpu().numpy()
+        lp = -0.5 * chi2
+        if self.n_clumps > 1:
+            first = 1 + (self.n_max is not None)
+            xy = torch.stack([torch.stack([p[:, self.col[f'center_{a}_source_light{first + k}']] for a in 'xy'], -1)
+                              for k in range(self.n_clumps)], 1)
+            lp = lp - clump_repulsion(xy)
+        return torch.where(torch.isfinite(lp), lp, -torch.inf)
+
+    def value_and_grad(self, args) -> tuple[np.ndarray, np.ndarray]:
+        "log L (W,) and its gradient (W, D) by autograd, of walkers (W, D); -inf and 0 outside the bounds."
+        import torch
+        p = torch.as_tensor(np.atleast_2d(args), dtype=torch.float64, device=self.device).clone().requires_grad_(True)
+        lp = self._log_prob(p)
+        g, = torch.autograd.grad(lp[torch.isfinite(lp)].sum(), p)
+        ok = (((p >= self.lower) & (p <= self.upper)).all(1) & torch.isfinite(lp) & torch.isfinite(g).all(1)).detach()
+        return (torch.where(ok, lp.detach(), -torch.inf).cpu().numpy(),
+                torch.where(ok[:, None], g, torch.zeros_like(g)).cpu().numpy())
 
     def model(self, args) -> dict[str, np.ndarray]:
         "Of one vector: the model (B, H, W), its lens light and lensed source (B, H, W), amplitudes (B, K)."
@@ -352,16 +382,23 @@ class BatchedLikelihood:
 # %% ../nbs/60_fit.ipynb #d1ce35f3
 @dataclass
 class SamplerConfig:
-    "An emcee run: stopping rule (chains >= tau_factor x tau, tau stable to tau_rtol, at most max_steps), seed."
-    max_steps: int = 5000
-    check_every: int = 100
+    "An emcee run: stopping rule (chains >= tau_factor x tau, tau stable to tau_rtol, at most max_steps), seed; steps\
+ left unset take the defaults of the moves (hmc: 1500, 25, 50; the others: 5000, 100, 600)."
+    max_steps: int | None = None
+    check_every: int | None = None
     tau_factor: float = 50.0
     tau_rtol: float = 0.05
-    moves: str = 'de+t'              # 'de+t': an adapted Student-t independence proposal (50%) beside 'de'; 'de':
+    moves: str = 'de+t'              # 'hmc': Hamiltonian Monte Carlo for each walker (needs the log L's gradient);
+                                     # 'de+t': an adapted Student-t independence proposal (50%) beside 'de'; 'de':
                                      # differential evolution (80%) and its snooker variant (20%); 'stretch'
-    adapt_steps: int = 600           # 'de+t': every check_every steps up to here the t proposal is refitted to the
-                                     # second half of the chain so far
+    adapt_steps: int | None = None   # 'hmc', 'de+t': every check_every steps up to here the proposal's covariance is
+                                     # refitted to the second half of the chain so far (and hmc's step tuned)
+    leapfrog: int = 6                # 'hmc': leapfrog steps per trajectory
     seed: int = 0
+
+    def __post_init__(self):
+        for k, v in zip(('max_steps', 'check_every', 'adapt_steps'), (1500, 25, 50) if self.moves == 'hmc' else (5000, 100, 600)):
+            if getattr(self, k) is None: setattr(self, k, v)
 
 def start_ball(centre: np.ndarray, spread: np.ndarray, n: int, rng: np.random.Generator, lower=None, upper=None) -> np.ndarray:
     "n walkers (n, D) drawn from N(centre, spread^2), kept inside the bounds."
@@ -410,30 +447,78 @@ class StudentTIndependence:
         q = self.mean + z @ self.chol.T
         return q, self._log_q(coords) - self._log_q(q)
 
-def _moves(kind: str, t: StudentTIndependence | None = None):
-    "emcee's moves by name."
+class HamiltonianMove:
+    "Hamiltonian Monte Carlo (Neal 2011, arXiv:1206.1901) for each walker on its own, as an emcee move: momenta with mass\
+ matrix the inverse of `cov`, `n_steps` leapfrog steps of eps (+-20% each time) in the whitened coordinates, accepted\
+ by the change of energy; while `adapting`, eps is tuned towards an acceptance of `target`."
+    def __init__(self, value_and_grad, mean: np.ndarray, cov: np.ndarray, n_steps: int = 6, target: float = 0.8):
+        import emcee
+        self.value_and_grad, self.n_steps, self.target, self.adapting = value_and_grad, n_steps, target, True
+        self.eps, self._cache = len(mean) ** -0.25, None
+        self.move = emcee.moves.MHMove(None)          # emcee's bookkeeping (`update`); `propose` is this class's
+        self.move.propose = self.propose
+        self.set(mean, cov)
+
+    def set(self, mean: np.ndarray, cov: np.ndarray):
+        "Whiten with cov from now on (mean unused: the trajectories start at the walkers)."
+        self.chol = np.linalg.cholesky(np.asarray(cov, float))
+
+    def propose(self, model, state):
+        import emcee
+        rng, q0, lp0 = model.random, state.coords, state.log_prob
+        W, D = q0.shape
+        cached = self._cache is not None and np.array_equal(self._cache[0], q0)
+        g0 = self._cache[1] if cached else self.value_and_grad(q0)[1]
+        eps, r0 = self.eps * rng.uniform(0.8, 1.2), rng.standard_normal((W, D))
+        q, r, alive = q0.copy(), r0 + 0.5 * eps * g0 @ self.chol, np.isfinite(lp0)
+        for s in range(self.n_steps):
+            q = q + eps * r @ self.chol.T
+            lp, g = self.value_and_grad(q)
+            alive &= np.isfinite(lp)
+            r = r + (eps if s < self.n_steps - 1 else 0.5 * eps) * g @ self.chol
+        with np.errstate(invalid='ignore'):
+            dH = np.where(alive, lp - lp0 - 0.5 * ((r ** 2).sum(1) - (r0 ** 2).sum(1)), -np.inf)
+        accepted = np.log(rng.uniform(size=W)) < dH
+        if self.adapting: self.eps *= np.exp(0.5 * (np.exp(np.minimum(dH, 0)).mean() - self.target))
+        state = self.move.update(state, emcee.State(q, log_prob=lp), accepted)
+        self._cache = (state.coords.copy(), np.where(accepted[:, None], g, g0))
+        return state, accepted
+
+def _moves(kind: str, t=None):
+    "emcee's moves by name (`t`: the adapted proposal of 'de+t' or 'hmc')."
     import emcee
     de = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
+    if kind == 'hmc': return [(t.move, 1.0)]
     if kind == 'de': return de
     if kind == 'de+t': return [(t.move, 0.5)] + [(m, 0.5 * w) for m, w in de]
     if kind == 'stretch': return None
-    raise ValueError(f"unknown moves '{kind}': 'de+t', 'de' or 'stretch'")
+    raise ValueError(f"unknown moves '{kind}': 'hmc', 'de+t', 'de' or 'stretch'")
 
-def _fit_proposal(t: StudentTIndependence, chain: np.ndarray):
+def _fit_proposal(t, chain: np.ndarray):
     "Refit the t proposal to chain samples (S, W, D): their mean and 1.1 x their covariance (kept positive definite)."
     x = chain.reshape(-1, chain.shape[-1])
     cov = 1.1 * np.cov(x.T) + 1e-12 * np.diag(np.maximum(x.var(0), 1e-300))
     try: t.set(x.mean(0), cov)
     except np.linalg.LinAlgError: pass              # a degenerate block (walkers stuck): keep the last proposal
 
+def _hmc_step(store, eps: float | None = None) -> float | None:
+    "The tuned HMC step kept with the chain in its HDF5 backend (write it if given, else read it back)."
+    if store is None: return eps
+    with store.open('a' if eps is not None else 'r') as f:
+        if eps is not None: f[store.name].attrs['hmc_eps'] = eps
+        v = f[store.name].attrs.get('hmc_eps')
+    return None if v is None else float(v)
+
 def run_sampler(log_prob, p0: np.ndarray, cfg: SamplerConfig | None = None, backend: str | None = None,
                 name: str = 'mcmc', show_progress: bool = False, desc: str = 'mcmc', vectorize: bool = False,
-                mean: np.ndarray | None = None, cov: np.ndarray | None = None) -> ChainSummary:
+                mean: np.ndarray | None = None, cov: np.ndarray | None = None, value_and_grad=None) -> ChainSummary:
     "Run emcee from walkers p0 (W, D) until converged or cfg.max_steps; with `backend` (HDF5), saved and resumable;\
- `vectorize`: log_prob takes all walkers (W, D) at once; `mean`, `cov`: the first t proposal ('de+t'; else p0's)."
+ `vectorize`: log_prob takes all walkers (W, D) at once; `mean`, `cov`: the first proposal ('de+t', 'hmc'; else p0's);\
+ `value_and_grad`: log L (W,) and its gradient (W, D) of walkers (W, D), for 'hmc'."
     import emcee
     from slnb.core import progress
     cfg = cfg or SamplerConfig()
+    if cfg.moves == 'hmc' and value_and_grad is None: raise ValueError("moves 'hmc' needs the log L's gradient (value_and_grad)")
     nwalkers, ndim = p0.shape
     store = emcee.backends.HDFBackend(str(backend), name=name) if backend else None
     done = 0
@@ -441,13 +526,16 @@ def run_sampler(log_prob, p0: np.ndarray, cfg: SamplerConfig | None = None, back
         try: done = store.iteration
         except (OSError, KeyError): done = 0
         if done == 0: store.reset(nwalkers, ndim)
-    adapt = cfg.adapt_steps if cfg.moves == 'de+t' else 0
-    t = StudentTIndependence(np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov) if adapt else None
+    adapt = cfg.adapt_steps if cfg.moves in ('de+t', 'hmc') else 0
+    mean, cov = np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov
+    t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog) if cfg.moves == 'hmc' else
+         StudentTIndependence(mean, cov) if adapt else None)
     sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, backend=store, moves=_moves(cfg.moves, t), vectorize=vectorize)
     sampler.random_state = np.random.RandomState([cfg.seed, done]).get_state()
     if adapt and done >= cfg.check_every:                # a resumed run: the proposal as the interrupted run last set it
         end = min(done, adapt) // cfg.check_every * cfg.check_every
         _fit_proposal(t, sampler.get_chain()[end // 2:end])
+        if cfg.moves == 'hmc' and done >= adapt: t.eps, t.adapting = _hmc_step(store) or t.eps, False
     state = sampler.get_last_sample() if done else p0
     old_tau, converged, tau = np.full(ndim, np.inf), False, np.full(ndim, np.inf)
     bar = progress(total=cfg.max_steps, initial=done, desc=desc, disable=not show_progress, leave=False)
@@ -458,10 +546,13 @@ def run_sampler(log_prob, p0: np.ndarray, cfg: SamplerConfig | None = None, back
         if sampler.iteration <= adapt:                   # adapting: the chain so far is burn-in
             it = sampler.iteration
             if it % cfg.check_every == 0: _fit_proposal(t, sampler.get_chain()[it // 2:])
+            if cfg.moves == 'hmc' and it == adapt: t.adapting = False; _hmc_step(store, t.eps)
             continue
         tau = _tau(sampler, adapt)
-        converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - adapt) and np.all(np.abs(old_tau - tau) < cfg.tau_rtol * tau))
+        converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - adapt)           # tau_max stable (each of D
+                         and abs(np.max(old_tau) - np.max(tau)) < cfg.tau_rtol * np.max(tau)) # noisy estimates never all are)
         old_tau = tau
+        bar.set_postfix_str(f"tau_max {np.max(tau):.1f}, acceptance {np.mean(sampler.acceptance_fraction):.2f}", refresh=False)
     bar.close()
     if sampler.iteration <= adapt: adapt = 0             # stopped while adapting: all of it is judged (and burnt) alike
     tau, kept = _tau(sampler, adapt), sampler.iteration - adapt
@@ -581,10 +672,11 @@ def _curvature(log_prob, x: np.ndarray, h: np.ndarray, lower: np.ndarray, upper:
     return -(f[1:D + 1] + f[D + 1:] - 2 * f[0]) / h ** 2
 
 def polish(log_prob, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, step: np.ndarray,
-           max_iter: int = 300, rounds: int = 4) -> tuple[np.ndarray, float]:
+           max_iter: int = 300, rounds: int = 4, value_and_grad=None) -> tuple[np.ndarray, float]:
     "L-BFGS-B on -log L from x0, each parameter in units of its curvature's 1 sigma (a bright lens light's centre is\
  held to 1e-4\", a faint source's index to 0.1: without this the problem is too ill-conditioned to move), gradients by\
- central differences (one batched call each); repeated with fresh units until a round gains < 0.1 in log L."
+ central differences (one batched call each) or `value_and_grad`'s; repeated with fresh units until a round gains\
+ < 0.1 in log L."
     from scipy.optimize import minimize
     D, x, step = len(x0), np.clip(np.asarray(x0, float), lower, upper), np.asarray(step, float)
     best = -float(np.asarray(log_prob(x[None]), float)[0])
@@ -593,6 +685,9 @@ def polish(log_prob, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, step:
         scale = np.clip(np.where(c > 0, 1 / np.sqrt(np.abs(c)), 100 * step), 0.1 * step, 1000 * step)
         def f_and_g(u, x=x, scale=scale):
             y = x + u * scale
+            if value_and_grad is not None:
+                lp, g = value_and_grad(np.clip(y, lower, upper)[None])
+                return (-float(lp[0]), -g[0] * scale) if np.isfinite(lp[0]) else (1e30, np.zeros(D))
             pts = np.clip(np.vstack([y, y + 0.1 * np.diag(scale), y - 0.1 * np.diag(scale)]), lower, upper)
             f = -np.asarray(log_prob(pts), float)
             f = np.where(np.isfinite(f), f, 1e30)
@@ -605,13 +700,33 @@ def polish(log_prob, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, step:
         if gain < 0.1: break
     return x, -best
 
-def laplace_covariance(log_prob, x: np.ndarray, step: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+def laplace_covariance(log_prob, x: np.ndarray, step: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                       value_and_grad=None) -> np.ndarray:
     "The covariance (D, D) of the Laplace approximation at the mode x: the inverse of minus the finite-difference\
- Hessian of log L, made positive definite; the steps are first tuned to ~1/2 sigma from the diagonal."
+ Hessian of log L (of its gradient if `value_and_grad`), made positive definite; the steps are first tuned to ~1/2\
+ sigma (1/20 with gradients) from the diagonal."
     D = len(x)
     d = _curvature(log_prob, x, step, lower, upper)
-    h = np.where(d > 0, 0.5 / np.sqrt(np.abs(d) + 1e-300), step)
+    h = np.where(d > 0, (0.5 if value_and_grad is None else 0.05) / np.sqrt(np.abs(d) + 1e-300), step)
     h = np.minimum(h, 0.25 * (upper - lower))
+    H = _hessian(log_prob, x, h, lower, upper) if value_and_grad is None else _hessian_of_gradient(value_and_grad, x, h)
+    H = np.where(np.isfinite(H), H, 0.0)
+    c = np.diagonal(-H)                                                 # a flat or wrong-signed diagonal: 5% of the range
+    d = np.where(c > 0, np.sqrt(np.abs(c)), 20 / np.maximum(upper - lower, 1e-12))   # in units of each conditional sigma,
+    w, V = np.linalg.eigh(-H / np.outer(d, d))                          # where the eigenvalues are comparable (<= D)
+    w = np.maximum(w, 1e-2)                                             # flat or wrong-signed directions: <= 10 sigma wide
+    return (V / w) @ V.T / np.outer(d, d)
+
+def _hessian_of_gradient(value_and_grad, x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    "d2 log L / dx_i dx_j (D, D) at x: central differences of the gradient, steps h (one batched call), symmetrised."
+    D = len(x)
+    _, g = value_and_grad(np.vstack([x + np.diag(h), x - np.diag(h)]))
+    H = (g[:D] - g[D:]) / (2 * h[:, None])
+    return 0.5 * (H + H.T)
+
+def _hessian(log_prob, x: np.ndarray, h: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    "d2 log L / dx_i dx_j (D, D) at x: central second differences of log L, steps h (one batched call)."
+    D = len(x)
     i, j = np.triu_indices(D, 1)
     I = np.eye(D)
     pp, pm = x + (I[i] * h[i, None] + I[j] * h[j, None]), x + (I[i] * h[i, None] - I[j] * h[j, None])
@@ -622,12 +737,20 @@ def laplace_covariance(log_prob, x: np.ndarray, step: np.ndarray, lower: np.ndar
     n = len(i); cross = f[2 * D + 1:].reshape(4, n)
     H = np.diag((fp + fm - 2 * f0) / h ** 2)
     H[i, j] = H[j, i] = (cross[0] - cross[1] - cross[2] + cross[3]) / (4 * h[i] * h[j])
-    H = np.where(np.isfinite(H), H, 0.0)
-    c = np.diagonal(-H)                                                 # a flat or wrong-signed diagonal: 5% of the range
-    d = np.where(c > 0, np.sqrt(np.abs(c)), 20 / np.maximum(upper - lower, 1e-12))   # in units of each conditional sigma,
-    w, V = np.linalg.eigh(-H / np.outer(d, d))                          # where the eigenvalues are comparable (<= D)
-    w = np.maximum(w, 1e-2)                                             # flat or wrong-signed directions: <= 10 sigma wide
-    return (V / w) @ V.T / np.outer(d, d)
+    return H
+
+def start_walkers(log_prob, x: np.ndarray, cov: np.ndarray, n: int, rng: np.random.Generator, lower: np.ndarray,
+                  upper: np.ndarray, tries: int = 12) -> np.ndarray:
+    "n walkers (n, D) from N(x, cov) inside the bounds whose log L is within D/2 + 4 sqrt(D) of x's (a Gaussian's\
+ walkers nearly all are); the others are redrawn, from a ball shrunk by half every third try."
+    D = len(x)
+    floor = float(np.asarray(log_prob(x[None]))[0]) - (D / 2 + 4 * np.sqrt(D))
+    keep = np.empty((0, D))
+    for k in range(tries):
+        p = np.clip(rng.multivariate_normal(x, cov * 0.25 ** (k // 3), n), lower + 1e-9, upper - 1e-9)
+        keep = np.vstack([keep, p[np.asarray(log_prob(p)) > floor]])
+        if len(keep) >= n: return keep[:n]
+    return np.vstack([keep, np.clip(x + 1e-6 * rng.standard_normal((n - len(keep), D)) * np.sqrt(np.diag(cov)), lower, upper)])
 
 # %% ../nbs/60_fit.ipynb #ff71d521
 SPEC_NAMES: dict[str, str] = dict(theta_E='theta_E_lens0', e1='e1_lens0', e2='e2_lens0', gamma1='gamma1_lens1',
@@ -642,12 +765,12 @@ class FitConfig:
     clumps: int = 3
     neighbours: int = 2              # at most this many unlensed neighbours modelled (found in LENS_LIGHT)
     crop: bool = True
-    walkers: int = 48                # at least 2 D + 2 (emcee's ensemble moves need them)
+    walkers: int = 16                # hmc: each walker is a chain of its own; the ensemble moves take at least 2 D + 2
     search_cnn: tuple[int, int] = (32, 40)
     search_blind: tuple[int, int] = (96, 250)
     polish_iter: int = 100
     batched: bool = True
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(moves='hmc'))   # 'de+t' without gradients (EPL)
 
     def __post_init__(self):
         if isinstance(self.sampler, dict): self.sampler = SamplerConfig(**self.sampler)
@@ -815,12 +938,15 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
     lk, f, x = _with_clumps(cube, i, lk, f, x, cfg, rng)
     t['search'] = time.perf_counter() - t0
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
-    x, _ = polish(f, x, lo, hi, _steps(lk), cfg.polish_iter, rounds=2)
-    cov = laplace_covariance(f, x, _steps(lk), lo, hi)
+    grad = f.value_and_grad if isinstance(f, BatchedLikelihood) else None
+    sampler = cfg.sampler if grad is not None or cfg.sampler.moves != 'hmc' else SamplerConfig(moves='de+t', seed=cfg.sampler.seed)
+    x, _ = polish(f, x, lo, hi, _steps(lk), cfg.polish_iter * (1 + 4 * (grad is not None)), rounds=2, value_and_grad=grad)
+    cov = laplace_covariance(f, x, _steps(lk), lo, hi, grad)
     t['polish'] = time.perf_counter() - t0 - t['search']
-    p0 = np.clip(rng.multivariate_normal(x, cov, max(cfg.walkers, 2 * lk.ndim + 2)), lo + 1e-9, hi - 1e-9)   # emcee: >= 2 D
-    chain = run_sampler(f, p0, cfg.sampler, backend, name=str(cube.catalog['id'][i]), show_progress=show_progress,
-                        vectorize=cfg.batched, mean=x, cov=cov)
+    n = cfg.walkers if sampler.moves == 'hmc' else max(cfg.walkers, 2 * lk.ndim + 2)      # ensemble moves: >= 2 D
+    p0 = start_walkers(f, x, cov, n, rng, lo, hi)
+    chain = run_sampler(f, p0, sampler, backend, name=str(cube.catalog['id'][i]), show_progress=show_progress,
+                        vectorize=cfg.batched, mean=x, cov=cov, value_and_grad=grad)
     t['mcmc'] = time.perf_counter() - t0 - t['search'] - t['polish']
     t['total'] = time.perf_counter() - t0
     return FitResult(lk, chain, lk.kwargs(chain.best), -2 * chain.best_log_likelihood / lk.n_data,

@@ -128,6 +128,11 @@ def _sie_shear(x, y, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Deflection (arcsec) of SIE + shear at points x, y; `k` is `sie_coefficients` shaped by `_per_scene` for them."
     cx, cy, cos, sin, q, s, bs, g1, g2 = k.unbind(1)
     dx, dy = x - cx, y - cy
+    if k.requires_grad and torch.is_grad_enabled():       # autograd (the fit's gradients): no in-place steps
+        xr, yr = dx * cos + dy * sin, dy * cos - dx * sin
+        psi = torch.sqrt((xr * q) ** 2 + yr ** 2).clamp_min(1e-12)
+        fx, fy = torch.atan(xr * s / psi) * bs, torch.atanh((yr * s / psi).clamp(-1 + 1e-7, 1 - 1e-7)) * bs
+        return fx * cos - fy * sin + x * g1 + y * g2, fx * sin + fy * cos + x * g2 - y * g1
     xr = (dx * cos).addcmul_(dy, sin)                    # the major-axis frame; in-place steps: no big temporaries
     yr = (dy * cos).addcmul_(dx, -sin)
     psi = (xr * q).square_().addcmul_(yr, yr).sqrt_().clamp_min_(1e-12)
@@ -221,6 +226,10 @@ def _sersic(x, y, k: torch.Tensor, ring: bool = False) -> torch.Tensor:
     "Unit-amplitude Sérsic at points x, y; `k` is `sersic_coefficients` shaped by `_per_scene` for them."
     cx, cy, a, b, c, inv_2n, log_R_n, bn, ring_radius = k.unbind(1)
     dx, dy = x - cx, y - cy
+    if (k.requires_grad or x.requires_grad) and torch.is_grad_enabled():     # autograd: no in-place steps
+        r2 = (dx * a + dy * b) ** 2 + (dy * c) ** 2
+        if ring: r2 = (r2.sqrt() - ring_radius) ** 2
+        return torch.exp(bn - bn * torch.exp(torch.log(r2.clamp_min(1e-10)) * inv_2n - log_R_n))
     u = (dx * a).addcmul_(dy, b)
     r2 = u.mul_(u).addcmul_(dy.mul_(c), dy)                  # in-place steps: no temporaries on the big arrays
     if ring: r2 = r2.sqrt_().sub_(ring_radius).square_()
