@@ -164,7 +164,7 @@ def test_fit_cube_isolates_failures_and_resumes(cube, tmp_path):
     c.extensions['MASK'] = np.zeros(c.shape, np.uint8); c.extensions['MASK'][1] = 1    # cutout 1: nothing to fit
     try: write_cube(c, tmp_path / 'c.fits')
     finally: del c.extensions['MASK']
-    cfg = FitConfig(walkers=42, search_cnn=(8, 5), search_blind=(16, 10), shapelets=None,
+    cfg = FitConfig(walkers=42, search_cnn=(8, 5), shapelets=None,
                     sampler=SamplerConfig(max_steps=60, check_every=30))
     t = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'ch', show_progress=False)
     assert list(t['id']) == [0, 1] and t['error'][0] == '' and 'no usable pixel' in t['error'][1]
@@ -191,7 +191,7 @@ def test_fit_cube_on_a_dask_cluster_gives_the_local_numbers(cube, tmp_path):
     from slnb.fit import FitConfig, SamplerConfig, fit_cube
     from slnb.io import write_cube
     write_cube(cube, tmp_path / 'c.fits')
-    cfg = FitConfig(walkers=42, search_blind=(8, 5), shapelets=None, sampler=SamplerConfig(max_steps=30, check_every=30))
+    cfg = FitConfig(walkers=42, shapelets=None, sampler=SamplerConfig(max_steps=30, check_every=30))
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
         remote = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'a', ids=[1], scheduler=cl.scheduler_address,
                           show_progress=False)
@@ -280,3 +280,62 @@ def test_neighbours_are_found_beside_the_lens_light_and_fitted_as_lenstronomy_do
         a = lk.args(start)
         walkers = a + 0.01 * np.random.default_rng(6).standard_normal((5, lk.ndim)) * np.abs(a).clip(0.1)
         assert np.allclose(BatchedLikelihood(lk)(walkers), [lk.log_likelihood(w) for w in walkers], rtol=0, atol=0.05), fix
+
+
+def test_unbounded_sampling_keeps_the_posterior_its_gradient_and_a_wall():
+    """The logit transform of the box: z round-trips, the gradient of log p(z) is its finite difference, the Jacobian
+    integrates to the box's width, and HMC in z samples a normal piled against its wall (a truncated normal's mean)."""
+    from slnb.fit import SamplerConfig, Unbounded, run_sampler
+    lo, hi = np.array([0.0, -1.0]), np.array([2.0, 5.0])
+    u = Unbounded(lo, hi)
+    z = 3 * np.random.default_rng(0).standard_normal((5, 2))
+    assert np.allclose(u.to_z(u.to_x(z)), z, atol=1e-6)
+    logL = lambda x: -0.5 * (((x - [1.5, 0.0]) / [0.3, 2.0]) ** 2).sum(-1)
+    vg = lambda x: (logL(x), -(x - [1.5, 0.0]) / np.array([0.3, 2.0]) ** 2)
+    lp, g = u.value_and_grad(vg)(z)
+    h = 1e-6
+    fd = np.stack([(u.log_prob(logL)(z + h * e) - u.log_prob(logL)(z - h * e)) / (2 * h) for e in np.eye(2)], 1)
+    assert np.allclose(lp, u.log_prob(logL)(z)) and np.allclose(g, fd, rtol=1e-5, atol=1e-6)
+    zz = np.linspace(-40, 40, 80001)
+    jac = np.exp(u.log_jacobian(np.stack([zz, np.zeros_like(zz)], 1)))          # dx1/dz1 x dx2/dz2 at z2 = 0 (6 / 4)
+    assert np.isclose(np.sum(jac) * (zz[1] - zz[0]), 2.0 * 1.5, rtol=1e-4)
+    box = Unbounded([0.0, 0.0], [1.0, 1.0])                                       # x1 ~ N(0.05, 0.1) cut at 0
+    logw = lambda x: -0.5 * (((x - [0.05, 0.5]) / 0.1) ** 2).sum(-1)
+    vgw = lambda x: (logw(x), -(x - [0.05, 0.5]) / 0.01)
+    p0 = np.clip([0.1, 0.5] + 0.02 * np.random.default_rng(1).standard_normal((16, 2)), 0.01, 0.99)
+    run = run_sampler(logw, p0, SamplerConfig(moves='hmc', seed=2, max_steps=600), vectorize=True, value_and_grad=vgw,
+                      unbounded=box)
+    assert run.samples.min() >= 0 and run.samples.max() <= 1 and run.tau.max() < 10
+    assert abs(run.samples[:, 0].mean() - 0.1009) < 0.01 and abs(run.samples[:, 1].mean() - 0.5) < 0.01   # 0.05 + 0.1 phi/(1 - Phi)
+
+
+def test_half_sigma_steps_see_through_a_kink_and_revive_moves_stuck_walkers():
+    """On a 0.1-sigma Gaussian with a small kink at the peak, the local curvature (steps 1e-4) is wrong-signed; the
+    steps grown to half a sigma find it (~0.05). A walker that accepted nothing is moved onto a live one."""
+    from types import SimpleNamespace
+    from slnb.fit import _curvature, _revive, half_sigma_steps
+    f = lambda x: -0.5 * (x[:, 0] / 0.1) ** 2 + 0.5 * np.abs(x[:, 0] - 3e-5)
+    lo, hi, x0 = np.array([-0.5]), np.array([0.5]), np.array([0.0])
+    assert _curvature(f, x0, np.array([1e-4]), lo, hi)[0] < 0
+    h = half_sigma_steps(f, x0, np.array([1e-4]), lo, hi)
+    assert 0.04 < h[0] < 0.07, h
+    state = SimpleNamespace(coords=np.array([[0.0], [1.0], [2.0]]), log_prob=np.array([-9.0, -1.0, -2.0]))
+    state = _revive(state, np.array([0, 3, 2]), np.random.RandomState(0))
+    assert state.coords[0, 0] in (1.0, 2.0) and state.log_prob[0] == -state.coords[0, 0] and state.coords[1, 0] == 1.0
+
+
+def test_arc_radius_is_the_ring_radius_and_the_blind_start_uses_it():
+    "An Einstein ring of 1.2\" in ARCS: arc_radius ~1.2\", the blind start's theta_E 0.85 of it, its search 25% wide."
+    from slnb.fit import _grid, arc_radius, arc_start
+    from slnb.io import make_cube
+    img = np.zeros((1, 3, 64, 64), np.float32)
+    c0 = make_cube(img, 'LSST', 'g,r,i')
+    x, y = _grid(c0)
+    ring = np.exp(-0.5 * ((np.hypot(x, y) - 1.2) / 0.1) ** 2)
+    light = np.exp(-np.hypot(x, y) / 0.3)
+    arcs = np.broadcast_to(ring, img.shape).astype(np.float32)
+    cube = make_cube(img + 50 * light + 10 * arcs + 0.1, 'LSST', 'g,r,i', lens_light=np.broadcast_to(50 * light, img.shape).astype(np.float32),
+                     arcs=arcs)
+    assert abs(arc_radius(cube, 0, 0.0, 0.0) - 1.2) < 0.1
+    start, sd = arc_start(cube, 0)
+    assert abs(start['lens'][0]['theta_E'] - 0.85 * arc_radius(cube, 0, 0.0, 0.0)) < 0.05 and np.isclose(sd[0], 0.25 * start['lens'][0]['theta_E'])
