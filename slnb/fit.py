@@ -329,9 +329,11 @@ class BatchedLikelihood:
         w, d = self.weight.reshape(B, 1, H * W), self.data.reshape(B, H * W)
         A = (M * w) @ M.transpose(-1, -2)                                                 # (N, B, K, K)
         b = ((M * w) @ d[:, :, None])[..., 0]                                             # (N, B, K)
-        dA = torch.diagonal(A, dim1=-2, dim2=-1)         # a ridge: a component with no pixels (a clump off the crop) gets 0
-        A = A + torch.diag_embed(1e-12 * dA + 1e-12 * dA.amax(-1, keepdim=True).clamp_min(1e-300))
-        amp = torch.linalg.solve(A, b)
+        dA = torch.diagonal(A, dim1=-2, dim2=-1)         # a component with no pixels (a clump off the crop): amplitude 0
+        empty = dA <= 1e-20 * dA.amax(-1, keepdim=True)
+        A = A + torch.diag_embed(1e-12 * dA.clamp_min(1e-300) + empty.to(A.dtype))
+        amp, info = torch.linalg.solve_ex(A, b)          # a walker whose matrix is still singular: log L -inf, not a crash
+        amp = torch.where((info == 0)[..., None], amp, torch.nan)
         chi2 = (w[:, 0] * (d - (amp[..., None] * M).sum(-2)) ** 2).sum((-2, -1))
         return M, amp, chi2
 
@@ -761,11 +763,8 @@ def polish(log_prob, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, step:
     D, x, step = len(x0), np.clip(np.asarray(x0, float), lower, upper), np.asarray(step, float)
     best = -float(np.asarray(log_prob(x[None]), float)[0])
     for _ in range(rounds):
-        if value_and_grad is not None:      # exact gradients: units of 1 sigma measured over 1/2 sigma (log L's sub-pixel
-            scale = 2 * half_sigma_steps(log_prob, x, step, lower, upper, rounds=2)   # kinks fool a local curvature)
-        else:                               # central differences of 0.1 unit: the local curvature's units keep them exact
-            c = _curvature(log_prob, x, step, lower, upper)
-            scale = np.clip(np.where(c > 0, 1 / np.sqrt(np.abs(c)), 100 * step), 0.1 * step, 1000 * step)
+        c = _curvature(log_prob, x, step, lower, upper)
+        scale = np.clip(np.where(c > 0, 1 / np.sqrt(np.abs(c)), 100 * step), 0.1 * step, 1000 * step)
         def f_and_g(u, x=x, scale=scale):
             y = x + u * scale
             if value_and_grad is not None:
@@ -777,19 +776,24 @@ def polish(log_prob, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, step:
             g = (f[1:D + 1] - f[D + 1:]) / np.maximum(np.diagonal(pts[1:D + 1] - pts[D + 1:]), 1e-300) * scale
             return float(f[0]), np.where(np.abs(g) < 1e20, g, 0.0)
         res = minimize(f_and_g, np.zeros(D), jac=True, method='L-BFGS-B',
-                       bounds=list(zip((lower - x) / scale, (upper - x) / scale)), options=dict(maxiter=max_iter, ftol=1e-12))
+                       bounds=list(zip((lower - x) / scale, (upper - x) / scale)), options=dict(maxiter=max_iter))
         gain = best - float(res.fun)
         if gain > 0: x, best = np.clip(x + res.x * scale, lower, upper), float(res.fun)
         if gain < 0.1: break
     return x, -best
 
 def laplace_covariance(log_prob, x: np.ndarray, step: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-                       value_and_grad=None) -> np.ndarray:
+                       value_and_grad=None, robust: bool = False) -> np.ndarray:
     "The covariance (D, D) of the Laplace approximation at the mode x: the inverse of minus the finite-difference\
- Hessian of log L (of its gradient if `value_and_grad`), made positive definite, over steps of ~1/2 sigma\
- (`half_sigma_steps`)."
+ Hessian of log L (of its gradient if `value_and_grad`), made positive definite; the steps are first tuned to ~1/2\
+ sigma (1/20 with gradients) from the diagonal curvature over `step`, or with `robust` to 1/2 sigma by\
+ `half_sigma_steps`."
     D = len(x)
-    h = half_sigma_steps(log_prob, x, step, lower, upper)
+    if robust: h = half_sigma_steps(log_prob, x, step, lower, upper)
+    else:
+        d = _curvature(log_prob, x, step, lower, upper)
+        h = np.where(d > 0, (0.5 if value_and_grad is None else 0.05) / np.sqrt(np.abs(d) + 1e-300), step)
+        h = np.minimum(h, 0.25 * (upper - lower))
     H = _hessian(log_prob, x, h, lower, upper) if value_and_grad is None else _hessian_of_gradient(value_and_grad, x, h)
     H = np.where(np.isfinite(H), H, 0.0)
     c = np.diagonal(-H)                                                 # a flat or wrong-signed diagonal: 5% of the range
@@ -863,6 +867,7 @@ class FitConfig:
     search_cnn: tuple[int, int] = (32, 40)
     polish_iter: int = 100
     batched: bool = True
+    unbounded: bool = False          # hmc: sample the logit of each bounded parameter (no walls; slower on the bench lenses)
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(moves='hmc'))   # 'de+t' without gradients (EPL)
 
     def __post_init__(self):
@@ -1061,7 +1066,7 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
     p0 = start_walkers(f, x, cov, n, rng, lo, hi)
     chain = run_sampler(f, p0, sampler, backend, name=str(cube.catalog['id'][i]), show_progress=show_progress,
                         vectorize=cfg.batched, mean=x, cov=cov, value_and_grad=grad,
-                        unbounded=Unbounded(lo, hi) if sampler.moves == 'hmc' else None)
+                        unbounded=Unbounded(lo, hi) if sampler.moves == 'hmc' and cfg.unbounded else None)
     t['mcmc'] = time.perf_counter() - t0 - t['search'] - t['polish']
     t['total'] = time.perf_counter() - t0
     return FitResult(lk, chain, lk.kwargs(chain.best), -2 * chain.best_log_likelihood / lk.n_data,
