@@ -158,11 +158,11 @@ def _bounds(kws: list[dict], side: int) -> list[dict]:
 def _source_bounds(kws: list[dict], side: int, subpixel: float) -> list[dict]:
     "Bounds of the source's keyword lists: the Sérsic no smaller than half a sub-pixel (arcsec) and n <= SOURCE_N_MAX;\
  a needle of a source is aliased by the sub-pixel grid and makes log L jump by hundreds as it moves (seen on lens 3\
- of bench/fit.py: R_sersic 0.02\", a step of 270 in log L within one posterior sigma)."
+ of bench/fit.py: its source piled at the 0.02\" bound, and a step of ~270 in log L as its centre moved)."
     b = _bounds(kws, side)
     if b and 'R_sersic' in b[0]:
-        b[0]['R_sersic'] = max(b[0]['R_sersic'], 0.5 * subpixel) if side == 0 else b[0]['R_sersic']
-        b[0]['n_sersic'] = b[0]['n_sersic'] if side == 0 else SOURCE_N_MAX
+        if side == 0: b[0]['R_sersic'] = max(b[0]['R_sersic'], 0.5 * subpixel)
+        else: b[0]['n_sersic'] = SOURCE_N_MAX
     return b
 
 class LensLikelihood:
@@ -946,12 +946,10 @@ def arc_radius(cube: Cube, i: int, cx: float, cy: float, max_radius: float = 3.5
     elif 'LENS_LIGHT' in cube.extensions: img = np.asarray(cube.images[i], float) - cube.extensions['LENS_LIGHT'][i]
     else: img = cube.images[i]
     x, y = _grid(cube)
-    r = np.hypot(x - cx, y - cy).ravel()
-    w = np.clip(np.nansum(np.asarray(img, float), 0), 0, None).ravel()
+    w = np.clip(np.nansum(np.asarray(img, float), 0), 0, None)
+    r = np.hypot(x - cx, y - cy)
     w = np.where((w > 0.2 * w.max()) & (r < max_radius) & (r > cube.pixel_scale), w, 0.0) if w.max() > 0 else w
-    if w.sum() <= 0: return 1.0
-    o = np.argsort(r); c = np.cumsum(w[o])
-    return float(r[o][np.searchsorted(c, 0.5 * c[-1])])
+    return _light_moments(w, x, y, cx, cy, max_radius)['R_sersic'] if w.sum() > 0 else 1.0
 
 def arc_start(cube: Cube, i: int, mass: str = 'SIE') -> tuple[dict, np.ndarray]:
     "The blind start: the lens round at the light's centroid with theta_E 0.85 x `arc_radius`, the light's moments,\
@@ -1040,20 +1038,13 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
         start, sd = cnn_start(cube, i, prediction, cfg.mass)
         te = start['lens'][0]['theta_E']
         sd = np.where(np.isfinite(sd) & (sd > 0), sd, [0.1 * te, 0.05, 0.05, 0.03, 0.03, 0.03, 0.03])
-        crop = crop_size(cube, te + 3 * sd[0]) if cfg.crop else None
-        start['lens_light'] += _neighbours(cube, i, start, crop, cfg)
-        lk = LensLikelihood(cube, i, start, model(crop, len(start['lens_light']) - 1))
-        f = _log_prob(lk, cfg.batched)
-        x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),
-                                 cfg.polish_iter)
-    else:                                          # blind: theta_E from the arcs' radius, then as from a CNN
-        start, sd = arc_start(cube, i, cfg.mass)
-        crop = crop_size(cube, start['lens'][0]['theta_E'] + 3 * sd[0]) if cfg.crop else None
-        start['lens_light'] += _neighbours(cube, i, start, crop, cfg)
-        lk = LensLikelihood(cube, i, start, model(crop, len(start['lens_light']) - 1))
-        f = _log_prob(lk, cfg.batched)
-        x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),
-                                 cfg.polish_iter)
+    else: start, sd = arc_start(cube, i, cfg.mass)   # blind: theta_E from the arcs' radius, then as from a CNN
+    crop = crop_size(cube, start['lens'][0]['theta_E'] + 3 * sd[0]) if cfg.crop else None
+    start['lens_light'] += _neighbours(cube, i, start, crop, cfg)
+    lk = LensLikelihood(cube, i, start, model(crop, len(start['lens_light']) - 1))
+    f = _log_prob(lk, cfg.batched)
+    x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),
+                             cfg.polish_iter)
     lk, f, x = _with_clumps(cube, i, lk, f, x, cfg, rng)
     t['search'] = time.perf_counter() - t0
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
