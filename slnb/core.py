@@ -60,8 +60,12 @@ def _as_switch(s: str) -> str:
     return s
 def _as_source(s: str) -> str:
     s = s.strip().lower()
-    if s not in ('simulate', 'fits'): raise ValueError("must be 'simulate' or 'fits'")
+    if s not in ('simulate', 'field', 'fits'): raise ValueError("must be 'simulate', 'field' or 'fits'")
     return s
+def _as_count(s: str) -> int:
+    v = int(s)
+    if v < 0: raise ValueError('must be an integer >= 0')
+    return v
 
 # %% ../nbs/00_core.ipynb #5aa9623d
 # section -> key -> (parser, default); a default of None means the key is required
@@ -79,6 +83,8 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
 _FIELD_SCHEMA: dict[str, tuple] = {
     'survey': (_as_str, None), 'bands': (_as_list, None), 'source': (_as_source, 'simulate'),
     'path': (_as_str, ''), 'n_cutouts': (_as_pos_int, '64'), 'seed': (_as_int, None), 'description': (_as_str, ''),
+    'size': (_as_pos_int, '1024'), 'lens_fraction': (_as_fraction, '0.05'), 'p_threshold': (_as_fraction, '0.5'),
+    'fit_max': (_as_count, '5'), 'fit_steps': (_as_pos_int, '300'),
 }
 
 # %% ../nbs/00_core.ipynb #8a2e60d2
@@ -88,11 +94,17 @@ class FieldSettings:
     name: str
     survey: str
     bands: list[str]
-    source: str = 'simulate'   # 'simulate' (a simulated demo field) or 'fits' (a cutout cube at `path`)
+    source: str = 'simulate'   # 'simulate' (a simulated field), 'field' (a field mosaic FITS at `path`, as `slnb field`
+                               # writes it) or 'fits' (a cutout cube at `path`: no source extraction)
     path: Path | None = None
-    n_cutouts: int = 64
+    n_cutouts: int = 64        # 'simulate': cutouts of the simulation notebook's cube (not the field's)
     seed: int = 42
     description: str = ''
+    size: int = 1024           # 'simulate': the field's side in pixels
+    lens_fraction: float = 0.05  # 'simulate': fraction of the field's bright galaxies that are lenses
+    p_threshold: float = 0.5   # candidates: p_lens >= this
+    fit_max: int = 5           # at most this many candidates (highest p_lens first) fitted by MCMC
+    fit_steps: int = 300       # MCMC steps per fit at most
 
 @dataclass(frozen=True)
 class Settings:
@@ -178,8 +190,9 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         name = sec[len('field:'):]
         if not name.isidentifier(): raise SettingsError(f"{fname_s}: [{sec}] field names must be identifiers")
         f = _parse_section(cp, fname_s, sec, {**_FIELD_SCHEMA, 'seed': (_as_int, str(s['slnb']['seed']))})
-        if f['source'] == 'fits' and not f['path']:
-            raise SettingsError(f"{fname_s}: [{sec}] source = fits needs a 'path' to the cutout cube")
+        if f['source'] in ('fits', 'field') and not f['path']:
+            raise SettingsError(f"{fname_s}: [{sec}] source = {f['source']} needs a 'path' to the "
+                                f"{'cutout cube' if f['source'] == 'fits' else 'field mosaic'}")
         f['path'] = (root/f['path']).resolve() if f['path'] else None
         fields[name] = FieldSettings(name=name, **f)
     g = s['slnb']

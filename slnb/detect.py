@@ -27,7 +27,8 @@ __all__ = ['FINDER_SIZES', 'HARD_NEGATIVES', 'COMPILE_MIN_CUTOUTS', 'SHIPPED_FIN
            'add_training_noise', 'augment', 'TrainingPool', 'FinderConfig', 'fit_temperature', 'ieee_fp32',
            'finder_logits', 'validation_set', 'train_finder', 'NoWeightsError', 'finder_name', 'weights_root',
            'save_finder', 'load_finder', 'find_finder', 'lens_probability', 'train_shipped_finder', 'detect_cube',
-           'plot_finder_performance', 'noise_matched_cutouts', 'read_euclid_q1_vis', 'bright_sources']
+           'plot_finder_performance', 'plot_ranked_gallery', 'plot_p_lens', 'noise_matched_cutouts',
+           'read_euclid_q1_vis', 'bright_sources']
 
 # %% ../nbs/40_detect.ipynb #8e097f67
 def band_noise(bands: list[Band]) -> torch.Tensor:
@@ -509,6 +510,46 @@ def plot_finder_performance(p_lens, labels, catalog, fpr_level: float = 1e-2, ti
     ax[3].plot([0, 1], [0, 1], color='0.7'); ax[3].plot(mean_p, frac, 'o-k')
     ax[3].set(xlabel='p_lens', ylabel='fraction of lenses', title='reliability')
     if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/40_detect.ipynb #387327d5
+def plot_ranked_gallery(cube, p_lens, n: int = 18, ncols: int = 6, title: str = ''):
+    "The n cutouts of highest p_lens as colour composites, ranked, titled with id and p_lens (and the truth's\
+ theta_E where the catalogue has `is_lens`); returns the figure."
+    import matplotlib.pyplot as plt
+    from slnb.simulate import rgb_image
+    p = np.asarray(p_lens, float)
+    order = np.argsort(-p, kind='stable')[:n]
+    bands = get_survey(cube.survey).select(cube.bands)
+    nrows = max(1, math.ceil(len(order) / ncols))
+    fig, axs = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, 2.1 * nrows), squeeze=False)
+    for ax in axs.flat: ax.axis('off')
+    cat = cube.catalog
+    for rank, (ax, i) in enumerate(zip(axs.flat, order), 1):
+        ax.imshow(rgb_image(cube.images[i], bands), origin='lower', interpolation='nearest')
+        label = f"#{rank} id {int(cat['id'][i])}\np={p[i]:.2f}"
+        if 'is_lens' in cat.colnames:
+            label += f" lens θE={float(cat['theta_E'][i]):.2f}\"" if int(cat['is_lens'][i]) == 1 else " non-lens"
+        ax.set_title(label, fontsize=7)
+    fig.suptitle(title or f"{cube.survey} {','.join(cube.bands)}: the {len(order)} highest p_lens", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+def plot_p_lens(p_lens, is_lens=None, threshold: float = 0.5, title: str = ''):
+    "Histogram of p_lens (log counts), split into true lenses and non-lenses where `is_lens` is given, with the\
+ candidate threshold; returns the figure."
+    import matplotlib.pyplot as plt
+    p = np.asarray(p_lens, float)
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    bins = np.linspace(0, 1, 26)
+    if is_lens is None: ax.hist(p, bins, color='0.4', label='all sources')
+    else:
+        y = np.asarray(is_lens) == 1
+        ax.hist([p[~y], p[y]], bins, stacked=True, color=['0.6', 'tab:orange'], label=['non-lenses', 'lenses (truth)'])
+    ax.axvline(threshold, color='k', ls='--', lw=1, label=f'candidates: p >= {threshold:g}')
+    ax.set(yscale='log', xlabel='p_lens', ylabel='sources', title=title or f"{len(p)} sources, {int((p >= threshold).sum())} candidates")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -24,8 +24,9 @@ from .simulate import (Distances, PopulationConfig, SceneBuilder, _batch_generat
 from .surveys import Band, get_survey
 
 # %% auto #0
-__all__ = ['FieldConfig', 'power_law_mags', 'faint_objects', 'stamp_origin', 'shift_scenes', 'paste', 'Field', 'field_wcs',
-           'edge_taper', 'simulate_field', 'write_field', 'read_field', 'field_cutouts', 'plot_field']
+__all__ = ['SOURCE_COLUMNS', 'TRUTH_COLUMNS', 'FieldConfig', 'power_law_mags', 'faint_objects', 'stamp_origin', 'shift_scenes',
+           'paste', 'Field', 'field_wcs', 'edge_taper', 'simulate_field', 'write_field', 'read_field', 'field_cutouts',
+           'background_sigma', 'detection_image', 'extract_sources', 'nearest_within', 'match_truth', 'plot_field']
 
 # %% ../nbs/12_field.ipynb #61b26e4f
 @dataclass
@@ -246,9 +247,10 @@ def read_field(path: str | os.PathLike) -> Field:
     return Field(np.stack(imgs), get_survey(str(h['SURVEY'])).name, bands, float(h['PIXSCALE']), zps, w, cat, extra, path)
 
 # %% ../nbs/12_field.ipynb #35c82397
-def field_cutouts(fld: Field, rows=None, size: int = 64) -> Cube:
-    "A cutout cube of size x size pixels around catalogue rows (default: all lenses), edges padded with 0."
-    cat = fld.catalog
+def field_cutouts(fld: Field, rows=None, size: int = 64, catalog: Table | None = None) -> Cube:
+    "A cutout cube of size x size pixels around rows of `catalog` (x_pix, y_pix; default the field's truth catalogue\
+ and its lenses), edges padded with 0."
+    cat = fld.catalog if catalog is None else catalog
     rows = np.flatnonzero(np.asarray(cat['is_lens']) == 1) if rows is None else np.asarray(rows)
     B, H, W = fld.images.shape
     out = np.zeros((len(rows), B, size, size), np.float32)
@@ -257,20 +259,112 @@ def field_cutouts(fld: Field, rows=None, size: int = 64) -> Cube:
     for i in range(len(rows)):
         o = _overlap(x0[i], y0[i], size, size, H, W)
         if o: out[(i, slice(None)) + o[1]] = fld.images[(slice(None),) + o[0]]
+    bands = get_survey(fld.survey).select(fld.bands)
     sub = cat[rows]
-    return make_cube(out, fld.survey, fld.bands, sub)
+    for a, o in (('x', x0), ('y', y0)):      # SPEC centres: relative to the cutout's centre, not to the object's x_pix, y_pix
+        if f'center_{a}' in sub.colnames:
+            sub[f'center_{a}'] = np.asarray(sub[f'center_{a}'], float) + (np.asarray(sub[f'{a}_pix'], float) - o - (size - 1) / 2) * fld.pixel_scale
+    return _with_psf(make_cube(out, fld.survey, fld.bands, sub), bands)
+
+def _with_psf(cube: Cube, bands: list[Band]) -> Cube:
+    "The cube with its bands' PSFs (for the fit): Gaussian ones as PSF_<BAND> FWHM keywords (SPEC), else a PSF extension."
+    if all(b.psf_type == 'GAUSSIAN' for b in bands):
+        cube.header.update({f'PSF_{b.name.upper()}': float(b.psf_fwhm) for b in bands})
+    else:
+        k = 2 * int(np.ceil(2.5 * max(b.psf_fwhm or 1.0 for b in bands) / cube.pixel_scale)) + 1    # +- 2.5 FWHM
+        cube.extensions['PSF'] = np.stack([b.psf_kernel(k) for b in bands]).astype(np.float32)
+    return cube
+
+# %% ../nbs/12_field.ipynb #1400b3e3
+def background_sigma(img: np.ndarray, where: str = 'image') -> float:
+    "The background noise of an image that is mostly sky (its units): the MAD standard deviation of its 3-sigma-clipped pixels."
+    from astropy.stats import sigma_clipped_stats
+    img = np.asarray(img, float)
+    if not np.isfinite(img).all(): raise ValueError(f"{where}: {int((~np.isfinite(img)).sum())} NaN/inf pixels")
+    s = float(sigma_clipped_stats(img, sigma=3.0, maxiters=5, stdfunc='mad_std')[2])
+    if not s > 0: raise ValueError(f"{where}: no background noise (the image is constant or empty)")
+    return s
+
+def detection_image(fld: Field) -> np.ndarray:
+    "The bands' S/N images summed, sum_b image_b / sigma_b / sqrt(B): unit noise per pixel (H, W)."
+    where = lambda b: f"{fld.path or 'field'} band {b}"
+    sig = np.array([background_sigma(im, where(b)) for im, b in zip(fld.images, fld.bands)])
+    return (fld.images / sig[:, None, None]).sum(0) / np.sqrt(len(sig))
+
+SOURCE_COLUMNS: tuple[str, ...] = ('id', 'x_pix', 'y_pix', 'ra', 'dec', 'area_pix', 'snr')
+
+def extract_sources(fld: Field, nsigma: float = 5.0, npixels: int = 10, deblend: bool = True, contrast: float = 0.01) -> Table:
+    "The field's sources (photutils segmentation of the PSF-smoothed detection image at nsigma x its noise, >= npixels\
+ connected pixels): id, x_pix, y_pix (0-based), ra, dec (deg), area_pix, snr and mag_<band> (AB, the segment's flux)."
+    from scipy import ndimage
+    from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources
+    det = detection_image(fld)
+    fwhm = np.mean([b.psf_fwhm or 0.7 for b in get_survey(fld.survey).select(fld.bands)]) / fld.pixel_scale
+    smooth = ndimage.gaussian_filter(det, fwhm / 2.3548)
+    smooth -= np.median(smooth)
+    segm = detect_sources(smooth, nsigma * background_sigma(smooth, f"{fld.path or 'field'} detection image"), npixels)
+    empty = Table({c: np.zeros(0, np.int64 if c == 'id' else float) for c in SOURCE_COLUMNS + tuple(f'mag_{b}' for b in fld.bands)})
+    if segm is None: return empty
+    if deblend: segm = deblend_sources(smooth, segm, npixels, contrast=contrast, progress_bar=False)
+    sc = SourceCatalog(det, segm, convolved_data=smooth)
+    new = hasattr(type(sc), 'x_centroid')                  # photutils >= 3 renamed xcentroid
+    x, y = (np.asarray(getattr(sc, f'{a}_centroid' if new else f'{a}centroid'), float) for a in 'xy')
+    ra, dec = fld.wcs.pixel_to_world_values(x, y)
+    t = Table({'id': np.arange(len(x), dtype=np.int64), 'x_pix': x, 'y_pix': y, 'ra': ra, 'dec': dec,
+               'area_pix': np.asarray(sc.area.value, float), 'snr': np.asarray(sc.segment_flux, float) / np.sqrt(np.asarray(sc.area.value, float))})
+    for b, img in zip(fld.bands, fld.images):
+        flux = np.asarray(SourceCatalog(img, segm).segment_flux, float)
+        with np.errstate(divide='ignore', invalid='ignore'):
+            t[f'mag_{b}'] = np.where(flux > 0, fld.zero_points[b] - 2.5 * np.log10(flux), np.nan)
+    t['ra'].unit = t['dec'].unit = 'deg'
+    return t
+
+def nearest_within(xy: np.ndarray, ref_xy: np.ndarray, radius: float) -> np.ndarray:
+    "For each point xy (N, 2) the index of the nearest of ref_xy (M, 2) within `radius` (same units), else -1."
+    from scipy.spatial import cKDTree
+    xy, ref_xy = np.reshape(xy, (-1, 2)), np.reshape(ref_xy, (-1, 2))
+    if len(ref_xy) == 0 or len(xy) == 0: return np.full(len(xy), -1)
+    d, k = cKDTree(ref_xy).query(xy, distance_upper_bound=radius)
+    return np.where(np.isfinite(d), k, -1)
+
+TRUTH_COLUMNS: tuple[str, ...] = ('is_lens', 'kind', 'theta_E', 'e1', 'e2', 'gamma1', 'gamma2', 'center_x', 'center_y', 'arc_snr')
+
+def match_truth(sources: Table, truth: Table, pixel_scale: float, radius: float = 3.0) -> Table:
+    "`sources` with `truth_id` (-1: none) and the TRUTH_COLUMNS of the nearest truth object within `radius` pixels\
+ (is_lens 0, kind '', NaN where none); the truth's centre_x, center_y made relative to the source's position (arcsec)."
+    xy = lambda t: np.stack([np.asarray(t['x_pix'], float), np.asarray(t['y_pix'], float)], 1) if len(t) else np.zeros((0, 2))
+    m = nearest_within(xy(sources), xy(truth), radius)
+    hit, k = m >= 0, np.maximum(m, 0)
+    out = sources.copy()
+    out['truth_id'] = np.where(hit, np.asarray(truth['id'])[k], -1) if len(truth) else np.full(len(out), -1)
+    for c in TRUTH_COLUMNS:
+        if c not in truth.colnames: continue
+        v = np.asarray(truth[c].filled(np.nan) if hasattr(truth[c], 'filled') and c != 'kind' else truth[c])
+        if c == 'kind': out[c] = np.where(hit, v[k], '') if len(v) else np.full(len(out), '')
+        elif c == 'is_lens': out[c] = np.where(hit, v[k], 0).astype(np.int16) if len(v) else np.zeros(len(out), np.int16)
+        else: out[c] = np.where(hit, v[k].astype(float), np.nan) if len(v) else np.full(len(out), np.nan)
+    for a in 'xy':                                  # the truth's centres are relative to its own x_pix, y_pix
+        if f'center_{a}' in out.colnames and len(truth):
+            out[f'center_{a}'] += (np.asarray(truth[f'{a}_pix'], float)[k] - np.asarray(out[f'{a}_pix'], float)) * pixel_scale
+    return out
 
 # %% ../nbs/12_field.ipynb #a4b342a6
-def plot_field(fld: Field, max_pixels: int = 1024, size_inches: float = 7.0):
-    "The field as a colour composite with its lenses circled."
+def plot_field(fld: Field, max_pixels: int = 1024, size_inches: float = 7.0, candidates: Table | None = None):
+    "The field as a colour composite with its true lenses circled (cyan) and `candidates` (x_pix, y_pix) boxed (yellow)."
     import matplotlib.pyplot as plt
     from slnb.simulate import rgb_image
     bands = get_survey(fld.survey).select(fld.bands)
     step = max(1, fld.images.shape[-1] // max_pixels)
     fig, ax = plt.subplots(figsize=(size_inches, size_inches))
     ax.imshow(rgb_image(fld.images[:, ::step, ::step], bands, max_sigma=200), origin='lower', interpolation='nearest')
-    lens = fld.catalog[fld.catalog['is_lens'] == 1]
-    ax.scatter(np.asarray(lens['x_pix']) / step, np.asarray(lens['y_pix']) / step, s=250, facecolors='none', edgecolors='c', lw=1)
+    if 'is_lens' in fld.catalog.colnames:
+        lens = fld.catalog[fld.catalog['is_lens'] == 1]
+        ax.scatter(np.asarray(lens['x_pix']) / step, np.asarray(lens['y_pix']) / step, s=250, facecolors='none', edgecolors='c',
+                   lw=1, label='lenses (truth)')
+    if candidates is not None and len(candidates):
+        ax.scatter(np.asarray(candidates['x_pix']) / step, np.asarray(candidates['y_pix']) / step, s=400, marker='s',
+                   facecolors='none', edgecolors='y', lw=1, label='candidates')
+    if ax.get_legend_handles_labels()[0]: ax.legend(loc='upper right', fontsize=8)
     ax.set_title(f"{fld!r}".replace('Field(', '').rstrip(')'), fontsize=9)
     ax.set_xlabel('x [pixel]'); ax.set_ylabel('y [pixel]')
     return fig

@@ -22,7 +22,7 @@ __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'SOURCE_N_MAX', 'SPEC_NAMES', 'SPEC_LABELS',
            'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'laplace_covariance', 'half_sigma_steps',
            'start_walkers', 'FitConfig', 'FitResult', 'crop_size', 'arc_radius', 'arc_start', 'fit_light_and_source',
            'clump_guess', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces',
-           'plot_cnn_vs_mcmc']
+           'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -1085,9 +1085,11 @@ def fit_table(rows: list[dict]) -> 'Table':
         for s in ('', '_lo', '_hi'): t[c + s].unit = 'arcsec'
     return t
 
-def _fit_one(cube: Cube | str, i: int, obj: int, prediction: dict | None, cfg: FitConfig, chains: str | None) -> dict:
+def _fit_one(cube: Cube | str, i: int, obj: int, prediction: dict | None, cfg: FitConfig, chains: str | None,
+             figures: str | None = None) -> dict:
     "Fit cutout i (id `obj`) of a cube (or the cube file at that path, read here: a Dask worker's case) and return its\
- row; any error is caught and returned in the row; an object finished before is read back."
+ row; any error is caught and returned in the row; an object finished before is read back. With `figures`, its\
+ data/model/residual/source panels and corner plot are saved there (`fit_<id>`, `corner_<id>`, PNG and PDF)."
     import json, traceback
     from slnb.core import atomic_path
     from slnb.io import read_cube
@@ -1097,6 +1099,9 @@ def _fit_one(cube: Cube | str, i: int, obj: int, prediction: dict | None, cfg: F
         if isinstance(cube, str): cube = read_cube(cube, nonfinite='mask')
         result = fit_lens(cube, i, prediction, cfg, backend=str(Path(chains) / f'{obj}.h5') if chains else None)
         out = fit_row(obj, result)
+        if figures:
+            try: save_fit_figures(result, figures, obj, prediction)
+            except Exception as e: out['error'] = f"figures not saved: {type(e).__name__}: {e}"[:300]   # the fit stands
     except Exception as e:                       # isolation: this object fails, the others go on
         out = fit_row(obj, error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
         if not isinstance(e, (FitDataError, ValueError)): out['error'] += ' | ' + traceback.format_exc(limit=-1).splitlines()[-2].strip()[:200]
@@ -1105,9 +1110,10 @@ def _fit_one(cube: Cube | str, i: int, obj: int, prediction: dict | None, cfg: F
     return out
 
 def fit_cube(path: str | Path, init=None, cfg: FitConfig | None = None, chains: str | Path | None = None,
-             ids=None, scheduler: str | None = None, show_progress: bool = True) -> 'Table':
+             ids=None, scheduler: str | None = None, show_progress: bool = True, figures: str | Path | None = None) -> 'Table':
     "A SPEC fitting table for the cutouts of a cube file (or those with `ids`): each from its row of the prediction\
- table `init` (a Table or ECSV path) where given, else blind; finished objects kept in `chains` (resumable)."
+ table `init` (a Table or ECSV path) where given, else blind; finished objects kept in `chains` (resumable); each\
+ fit's figures saved in `figures` if given."
     from slnb.core import progress
     from slnb.io import read_catalog, read_cube
     path, cfg = Path(path), cfg or FitConfig()
@@ -1121,7 +1127,9 @@ def fit_cube(path: str | Path, init=None, cfg: FitConfig | None = None, chains: 
         t = read_catalog(init, 'prediction') if isinstance(init, (str, Path)) else init
         preds = {int(r['id']): {c: float(r[c]) for c in t.colnames if c != 'cov' and c != 'id'} for r in t}
     if chains: Path(chains).mkdir(parents=True, exist_ok=True)
-    jobs = [(k, all_ids[k], preds.get(all_ids[k]), cfg, str(chains) if chains else None) for k in todo]
+    if figures: Path(figures).mkdir(parents=True, exist_ok=True)
+    jobs = [(k, all_ids[k], preds.get(all_ids[k]), cfg, str(chains) if chains else None, str(figures) if figures else None)
+            for k in todo]
     if scheduler:                                  # each worker reads the file itself
         from dask.distributed import Client, as_completed
         with Client(scheduler, timeout='30s') as client:
@@ -1199,3 +1207,15 @@ def plot_cnn_vs_mcmc(pred, fit, truth=None):
     ax[0].set_ylabel('estimate'); ax[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+def save_fit_figures(result: FitResult, folder: str | Path, obj: int, prediction: dict | None = None) -> list[Path]:
+    "Save a fit's panels (`fit_<obj>`) and corner plot (`corner_<obj>`, the CNN's mean overplotted if given) as PNG and\
+ PDF in `folder`; returns the paths."
+    import matplotlib.pyplot as plt
+    from slnb.core import save_figure
+    cnn = [prediction[p] for p in PARAM_NAMES] if prediction is not None and all(p in prediction for p in PARAM_NAMES) else None
+    out = []
+    for name, fig in ((f'fit_{obj}', plot_fit(result, f"id {obj}: chi2/pixel {result.chi2_red:.2f}, {result.start} start")),
+                      (f'corner_{obj}', plot_corner(result, cnn=cnn))):
+        out += save_figure(fig, folder, name, dpi=120); plt.close(fig)
+    return out

@@ -7,7 +7,7 @@ Docs: https://slnb-dev.github.io/slnb/io.html.md"""
 # %% ../nbs/02_io.ipynb #98963a27
 from __future__ import annotations
 import os, re, warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,13 @@ class Cube:
         H, W = self.shape[2:]
         y, x = np.mgrid[0:H, 0:W].astype(float)
         return (x - (W - 1) / 2) * self.pixel_scale, (y - (H - 1) / 2) * self.pixel_scale
+
+    def take(self, rows) -> 'Cube':
+        "The cube of cutouts `rows` (indices or a boolean mask), in that order, with their catalogue and extensions."
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=int).ravel()
+        return replace(self, images=self.images[rows], catalog=self.catalog[rows],
+                       extensions={k: v if k == 'PSF' else v[rows] for k, v in self.extensions.items()},    # PSF: per band
+                       header=dict(self.header), path=None)
 
 # %% ../nbs/02_io.ipynb #eebc31bf
 def make_cube(images: np.ndarray, survey: str, bands: list[str] | str, catalog: Table | None = None,

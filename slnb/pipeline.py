@@ -16,8 +16,8 @@ from .core import (FieldSettings, Settings, SettingsError, atomic_path, atomic_w
 from .surveys import UnknownSurveyError, get_survey
 
 # %% auto #0
-__all__ = ['ReportError', 'template_path', 'field_parameters', 'library_fingerprint', 'step_fingerprint', 'run_notebook',
-           'notebook_to_html', 'write_index', 'FieldReport', 'run_field_report']
+__all__ = ['ReportError', 'template_path', 'field_parameters', 'library_fingerprint', 'step_fingerprint', 'completeness_purity',
+           'run_notebook', 'notebook_to_html', 'write_index', 'FieldReport', 'run_field_report']
 
 # %% ../nbs/70_pipeline.ipynb #3b3cc159
 class ReportError(RuntimeError):
@@ -39,7 +39,9 @@ def field_parameters(f: FieldSettings, settings: Settings, out_dir: Path) -> dic
     except UnknownSurveyError as e: raise SettingsError(f"{settings.file}: [field:{f.name}] {e}") from None
     return dict(field=f.name, survey=get_survey(f.survey).name, bands=','.join(f.bands), seed=f.seed,
                 n_cutouts=f.n_cutouts, source=f.source, path=str(f.path or ''), out_dir=str(out_dir),
-                settings_path=str(settings.file or ''), **settings.simulate)
+                settings_path=str(settings.file or ''), size=f.size, field_lens_fraction=f.lens_fraction,
+                p_threshold=f.p_threshold, fit_max=f.fit_max, fit_steps=f.fit_steps, device=settings.device,
+                workers=settings.workers, scheduler=settings.dask_scheduler, **settings.simulate)
 
 def library_fingerprint() -> str:
     "A hash of the slnb library's source, so that a change to the code re-runs the reports made with it."
@@ -54,6 +56,21 @@ def step_fingerprint(template: Path, params: dict, previous: str = '') -> str:
     h.update(json.dumps(params, sort_keys=True).encode()); h.update(library_fingerprint().encode())
     h.update(previous.encode())
     return h.hexdigest()[:16]
+
+# %% ../nbs/70_pipeline.ipynb #5813296d
+def completeness_purity(truth, candidates, min_theta_E: float = 1.0, radius: float = 5.0) -> dict:
+    "Completeness of the truth's lenses with theta_E >= min_theta_E (arcsec) and purity of `candidates` (tables with\
+ x_pix, y_pix; truth with is_lens, theta_E), matched within `radius` pixels; NaN where there is nothing to count."
+    import numpy as np
+    from slnb.field import nearest_within
+    xy = lambda t: np.stack([np.asarray(t['x_pix'], float), np.asarray(t['y_pix'], float)], 1) if len(t) else np.zeros((0, 2))
+    lens = np.asarray(truth['is_lens']) == 1 if len(truth) else np.zeros(0, bool)
+    big = lens & (np.nan_to_num(np.asarray(truth['theta_E'], float)) >= min_theta_E) if len(truth) else lens
+    found = nearest_within(xy(truth[big]), xy(candidates), radius) >= 0
+    right = nearest_within(xy(candidates), xy(truth[lens]), radius) >= 0
+    ratio = lambda a: float(np.mean(a)) if len(a) else float('nan')
+    return dict(n_lenses=int(big.sum()), n_found=int(found.sum()), completeness=ratio(found),
+                n_candidates=len(right), n_right=int(right.sum()), purity=ratio(right))
 
 # %% ../nbs/70_pipeline.ipynb #c08d860d
 def _check_kernel(kernel_name: str) -> None:

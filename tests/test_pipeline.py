@@ -93,3 +93,61 @@ def test_bad_field_and_template(tmp_path):
     (tmp_path/'settings.ini').write_text((tmp_path/'settings.ini').read_text().replace('bands = g,i', 'bands = g,VIS'))
     with pytest.raises(SettingsError, match="\\[field:tiny\\] unknown band 'VIS' for survey CSST"):
         run_field_report('tiny', load_settings(tmp_path/'settings.ini'))
+
+
+FULL_CHAIN = ['00_survey_overview', '10_field', '20_detect', '30_predict', '40_fit', '90_summary']
+
+
+@pytest.fixture(scope='module')
+def field_report(tmp_path_factory):
+    "The whole chain on a small simulated LSST field (384 x 384 pixels, half of its bright galaxies lenses, one fit)."
+    tmp = tmp_path_factory.mktemp('field')
+    ini = tmp/'settings.ini'
+    ini.write_text(f"[paths]\nreports = {tmp}/reports\ntemplates = {ROOT/'reports'/'templates'}\n"
+                   f"[report]\nchain = {', '.join(FULL_CHAIN)}\n"
+                   "[field:small]\nsurvey = LSST\nbands = g,r,i\nseed = 5\nsize = 384\nlens_fraction = 0.5\n"
+                   "fit_max = 1\nfit_steps = 30\n")
+    s = load_settings(ini)
+    return s, run_field_report('small', s)
+
+
+def test_field_chain_finds_scores_models_and_catalogues(field_report):
+    from astropy.table import Table
+    from slnb.io import read_catalog
+    s, rep = field_report
+    out = s.paths['reports']/'small'
+    assert rep.ran == FULL_CHAIN
+    for name in ('field.fits', 'sources.ecsv', 'truth.ecsv', 'cutouts.fits', 'detections.ecsv', 'candidate_cutouts.fits',
+                 'predictions.ecsv', 'fits.ecsv', 'candidates.ecsv', 'candidates.fits', 'completeness_purity.ecsv', 'index.html'):
+        assert (out/name).is_file(), name
+    for fig in ('field', 'sources', 'p_lens_histogram', 'ranked_gallery', 'field_candidates'):
+        assert (out/'figures'/f'{fig}.png').is_file() and (out/'figures'/f'{fig}.pdf').is_file(), fig
+    truth, sources = Table.read(out/'truth.ecsv'), Table.read(out/'sources.ecsv')
+    assert sources['is_lens'].sum() == truth['is_lens'].sum() > 0          # every lens is extracted as a source
+    cands = Table.read(out/'candidates.ecsv')
+    det = read_catalog(out/'detections.ecsv')
+    assert len(cands) == int((det['p_lens'] >= 0.5).sum()) > 0
+    assert list(cands['p_lens']) == sorted(cands['p_lens'], reverse=True)
+    assert {'ra', 'dec', 'cnn_theta_E', 'cnn_theta_E_std', 'mcmc_theta_E', 'mcmc_theta_E_lo', 'mcmc_converged'} <= set(cands.colnames)
+    fitted = cands[np.isfinite(np.asarray(cands['mcmc_theta_E'], float))]
+    assert len(fitted) == 1 and fitted['p_lens'][0] == cands['p_lens'].max()             # fit_max = 1: the best one
+    assert (out/'figures'/f"fit_{fitted['id'][0]}.png").is_file() and (out/'figures'/f"corner_{fitted['id'][0]}.pdf").is_file()
+    score = Table.read(out/'completeness_purity.ecsv')
+    assert np.all((score['completeness'] >= 0) & (score['completeness'] <= 1))
+    assert float(score['purity'][0]) >= 0.5                 # the shipped finder on its own survey: most candidates are lenses
+    page = (out/'90_summary.html').read_text()
+    assert 'completeness' in page and 'candidates.ecsv' in page
+
+
+def test_field_chain_killed_while_fitting_resumes_to_the_same_catalogue(field_report):
+    "Killed after the fits (or during them: the fit's JSON row not yet written) and run again: the earlier steps are\
+ skipped, the fit is finished from its HDF5 chain, and the catalogue is the same."
+    s, _ = field_report
+    out = s.paths['reports']/'small'
+    before = (out/'candidates.ecsv').read_text()
+    for p in [out/'40_fit.html', out/'90_summary.ipynb', out/'90_summary.html', out/'candidates.ecsv'] + list((out/'chains').glob('*.json')):
+        p.unlink()
+    again = run_field_report('small', s)
+    assert again.skipped == FULL_CHAIN[:4] and again.ran == ['40_fit', '90_summary']
+    strip = lambda t: [l for l in t.splitlines() if 'seconds' not in l and not l.startswith('# ')]     # timing and metadata aside
+    assert strip((out/'candidates.ecsv').read_text()) == strip(before)
