@@ -109,19 +109,42 @@ def notebook_to_html(notebook: Path, html_path: Path) -> Path:
     return html_path
 
 # %% ../nbs/70_pipeline.ipynb #5b0841b0
-def write_index(out_dir: Path, field_name: str, params: dict, steps: list[str]) -> Path:
-    "Write `index.html` linking the field's step reports and showing its figures."
-    figs = sorted((out_dir/'figures').glob('*.png')) if (out_dir/'figures').is_dir() else []
+def _figures(out_dir: Path) -> list[Path]:
+    "The field's PNG figures in the order they were made (the chain's order)."
+    d = out_dir/'figures'
+    return sorted(d.glob('*.png'), key=lambda p: (p.stat().st_mtime_ns, p.name)) if d.is_dir() else []
+
+def _table_html(path: Path, max_rows: int = 50) -> str:
+    "An ECSV table as HTML (its first max_rows rows), or '' where there is none."
+    if not path.is_file(): return ''
+    from astropy.table import Table
+    t = Table.read(path, format='ascii.ecsv')
+    for c in t.colnames:
+        if t[c].dtype.kind == 'f': t[c].info.format = '.4g'
+    return f"<h2>{html.escape(path.name)}</h2>" + '\n'.join(t[:max_rows].pformat(html=True, max_lines=-1, max_width=-1))
+
+def write_index(out_dir: Path, field_name: str, params: dict, steps: list[str], error: str = '') -> Path:
+    "Write `index.html` (links to the step reports, figures beside it) and `report.html` (one self-contained page:\
+ the candidates and the completeness table, every figure embedded), with `error` at the top if the chain stopped."
+    import base64
     e = html.escape
     rows = ''.join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in params.items())
     links = ''.join(f'<li><a href="{e(s)}.html">{e(s)}</a> (<a href="{e(s)}.ipynb">notebook</a>)</li>' for s in steps)
-    imgs = ''.join(f'<figure><img src="figures/{e(p.name)}" style="max-width:100%"><figcaption>{e(p.stem)}'
-                   f'</figcaption></figure>' for p in figs)
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>slnb report: {e(field_name)}</title></head>"
-            f"<body style='font-family:sans-serif;max-width:60em;margin:auto'><h1>slnb report: field {e(field_name)}</h1>"
+    figs = _figures(out_dir)
+    head = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>slnb report: {e(field_name)}</title></head>"
+            f"<body style='font-family:sans-serif;max-width:64em;margin:auto'><h1>slnb report: field {e(field_name)}</h1>"
             f"<p>slnb {e(__version__)}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>"
-            f"<table>{rows}</table><h2>Steps</h2><ol>{links}</ol><h2>Figures</h2>{imgs}</body></html>")
-    with atomic_write(out_dir/'index.html', encoding='utf-8') as f: f.write(page)
+            + (f"<p style='color:#b00;font-weight:bold'>The report stopped: {e(error)}</p>" if error else ''))
+    fig = lambda src, p: (f'<figure><img src="{src}" alt="{e(p.stem)}" style="max-width:100%"><figcaption>{e(p.stem)}'
+                          f' (<a href="figures/{e(p.stem)}.pdf">PDF</a>)</figcaption></figure>')
+    index = (head + f"<p><a href='report.html'>report.html</a>: the whole report in one file</p><table>{rows}</table>"
+             f"<h2>Steps</h2><ol>{links}</ol><h2>Figures</h2>" + ''.join(fig(f'figures/{e(p.name)}', p) for p in figs) + "</body></html>")
+    data = lambda p: 'data:image/png;base64,' + base64.b64encode(p.read_bytes()).decode()
+    tables = ''.join(_table_html(out_dir/n) for n in ('completeness_purity.ecsv', 'candidates.ecsv'))
+    report = (head + f"<table>{rows}</table>{tables}<h2>Figures</h2>" + ''.join(fig(data(p), p) for p in figs)
+              + f"<h2>Steps</h2><ol>{links}</ol></body></html>")
+    for name, page in (('index.html', index), ('report.html', report)):
+        with atomic_write(out_dir/name, encoding='utf-8') as f: f.write(page)
     return out_dir/'index.html'
 
 # %% ../nbs/70_pipeline.ipynb #bac23c06
@@ -157,7 +180,9 @@ def run_field_report(field_name: str = 'demo', settings: Settings | None = None,
             log.info(f"{name}: already done for field {f.name}, skipped"); rep.skipped.append(name); continue
         log.info(f"{name}: running for field {f.name}")
         t0 = time.time()
-        run_notebook(tpl, nb, params, kernel_name)
+        try: run_notebook(tpl, nb, params, kernel_name)
+        except ReportError as e:                  # the report says where it stopped, then the caller hears it
+            write_index(out, f.name, params, chain, error=str(e)); raise
         notebook_to_html(nb, page)
         state[name] = fp
         with atomic_write(state_file) as fh: json.dump(state, fh, indent=1)

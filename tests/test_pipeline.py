@@ -140,6 +140,9 @@ def test_field_chain_finds_scores_models_and_catalogues(field_report):
     assert float(score['purity'][0]) >= 0.5                 # the shipped finder on its own survey: most candidates are lenses
     page = (out/'90_summary.html').read_text()
     assert 'completeness' in page and 'candidates.ecsv' in page
+    report = (out/'report.html').read_text()                 # one file, readable offline: figures embedded
+    assert report.count('data:image/png;base64,') >= 8 and 'src="figures/' not in report
+    assert '<h2>candidates.ecsv</h2>' in report and '<h2>completeness_purity.ecsv</h2>' in report
 
 
 def test_field_chain_killed_while_fitting_resumes_to_the_same_catalogue(field_report):
@@ -173,3 +176,39 @@ def test_field_detection_on_dask_worker_processes_equals_one_process(field_repor
     assert list(whole['id']) == list(local['id'])
     assert np.allclose(whole['p_lens'], local['p_lens'], rtol=0, atol=1e-6)
     assert np.allclose(chunked, local['p_lens'], rtol=0, atol=1e-6)
+
+
+def _field_file_settings(tmp_path, fits_path):
+    ini = tmp_path/'settings.ini'
+    ini.write_text(f"[paths]\nreports = {tmp_path}/reports\ntemplates = {ROOT/'reports'/'templates'}\nweights = {ROOT/'data'/'weights'}\n"
+                   f"[report]\nchain = {', '.join(FULL_CHAIN[1:])}\n"
+                   f"[field:given]\nsurvey = LSST\nbands = g,r,i\nsource = field\npath = {fits_path}\n")
+    return load_settings(ini)
+
+
+def test_an_empty_field_gives_a_report_that_says_so(tmp_path):
+    "A field of pure noise (no source above 5 sigma): every step runs, and the report says there is nothing."
+    from astropy.table import Table
+    from slnb.field import Field, field_wcs, write_field
+    from slnb.surveys import get_survey
+    bands = get_survey('LSST').select('g,r,i')
+    noise = np.random.default_rng(0).normal(0, 1, (3, 192, 192)).astype(np.float32) * np.array([b.background_sigma for b in bands], np.float32)[:, None, None]
+    fld = Field(noise, 'LSST', ['g', 'r', 'i'], 0.2, {b.name: b.zero_point for b in bands}, field_wcs(192, 0.2, 150.1, 2.2), Table())
+    write_field(fld, tmp_path/'empty.fits')
+    s = _field_file_settings(tmp_path, tmp_path/'empty.fits')
+    rep = run_field_report('given', s)
+    out = s.paths['reports']/'given'
+    assert rep.ran == FULL_CHAIN[1:]
+    assert '0 sources' in (out/'10_field.html').read_text()
+    assert 'no lens candidate' in (out/'90_summary.html').read_text()
+    assert not (out/'candidates.ecsv').exists() and (out/'report.html').is_file()
+
+
+def test_a_bad_field_file_stops_with_its_name_and_the_report_says_so(tmp_path):
+    bad = tmp_path/'truncated.fits'
+    bad.write_bytes(b'SIMPLE  =                    T' + b' ' * 100)
+    s = _field_file_settings(tmp_path, bad)
+    with pytest.raises(ReportError, match='10_field.ipynb failed .*truncated.fits'):
+        run_field_report('given', s)
+    page = (s.paths['reports']/'given'/'index.html').read_text()
+    assert 'The report stopped' in page and 'truncated.fits' in page
