@@ -56,7 +56,7 @@ def _cmd_surveys(args) -> int:
 
 def _cmd_report(args) -> int:
     from slnb.pipeline import run_field_report
-    rep = run_field_report(args.field, load_settings(args.settings), force=args.force)
+    rep = run_field_report(args.name or args.field, load_settings(args.settings), force=args.force)
     print(f"report for field {rep.field}: ran {len(rep.ran)}, already done {len(rep.skipped)} -> {rep.index}")
     return 0
 
@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser('surveys', help='list the surveys and their bands')
     s.add_argument('name', nargs='?', help='one survey (default: all)'); s.set_defaults(func=_cmd_surveys)
     s = sub.add_parser('report', help="run a field's papermill chain and write its HTML report")
-    s.add_argument('--field', default='demo', help='field of settings.ini ([field:NAME]); default demo')
+    s.add_argument('name', nargs='?', default=None, metavar='FIELD', help='field of settings.ini ([field:NAME]); default demo')
+    s.add_argument('--field', default='demo', help='the same, as an option')
     s.add_argument('--force', action='store_true', help='re-run steps that are already done'); s.set_defaults(func=_cmd_report)
     s = sub.add_parser('train', help='train the shipped models from simulations')
     s.add_argument('models', nargs='*'); s.add_argument('--all', action='store_true', help='every trainable model')

@@ -71,6 +71,12 @@ def test_bad_settings_file_is_reported(tmp_path, capsys):
     assert "unknown key 'survey_name'" in capsys.readouterr().err
 
 
+def test_report_takes_the_field_as_an_argument(tmp_path, capsys):
+    (tmp_path/'s.ini').write_text('[field:demo]\nsurvey = LSST\nbands = g,r,i\n')
+    assert main(['--settings', str(tmp_path/'s.ini'), 'report', 'cosmos']) == 2     # `slnb report FIELD`
+    assert 'no section [field:cosmos]; fields defined: demo' in capsys.readouterr().err
+
+
 def test_train_needs_known_models(capsys):
     assert main(['train']) == 2
     assert 'detect-lsst-gri' in capsys.readouterr().err
