@@ -16,8 +16,8 @@ from .core import (FieldSettings, Settings, SettingsError, atomic_path, atomic_w
 from .surveys import UnknownSurveyError, get_survey
 
 # %% auto #0
-__all__ = ['ReportError', 'template_path', 'field_parameters', 'library_fingerprint', 'step_fingerprint', 'completeness_purity',
-           'run_notebook', 'notebook_to_html', 'write_index', 'FieldReport', 'run_field_report']
+__all__ = ['ReportError', 'template_path', 'field_parameters', 'library_fingerprint', 'content_key', 'step_fingerprint',
+           'completeness_purity', 'run_notebook', 'notebook_to_html', 'write_index', 'FieldReport', 'run_field_report']
 
 # %% ../nbs/70_pipeline.ipynb #3b3cc159
 class ReportError(RuntimeError):
@@ -49,6 +49,15 @@ def library_fingerprint() -> str:
     h = hashlib.sha256(__version__.encode())
     for p in sorted(Path(slnb.__file__).parent.glob('*.py')): h.update(p.name.encode()); h.update(p.read_bytes())
     return h.hexdigest()[:16]
+
+def content_key(*paths: Path, **params) -> str:
+    "A short hash of files' bytes and parameters: the name of a cache folder (a step's finished fits) that changes\
+ whenever its inputs do, so that a resumed step reuses only work done on the same inputs."
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for p in paths:
+        with open(p, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()[:12]
 
 def step_fingerprint(template: Path, params: dict, previous: str = '') -> str:
     "A hash of the template, its parameters, the library's source and the previous step's fingerprint."

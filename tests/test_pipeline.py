@@ -151,7 +151,9 @@ def test_field_chain_killed_while_fitting_resumes_to_the_same_catalogue(field_re
     s, _ = field_report
     out = s.paths['reports']/'small'
     before = (out/'candidates.ecsv').read_text()
-    for p in [out/'40_fit.html', out/'90_summary.ipynb', out/'90_summary.html', out/'candidates.ecsv'] + list((out/'chains').glob('*.json')):
+    rows = list((out/'chains').glob('*/*.json'))               # chains/<key of the inputs>/<id>.json and .h5
+    assert len(rows) == 1 and rows[0].with_suffix('.h5').is_file()
+    for p in [out/'40_fit.html', out/'90_summary.ipynb', out/'90_summary.html', out/'candidates.ecsv'] + rows:
         p.unlink()
     again = run_field_report('small', s)
     assert again.skipped == FULL_CHAIN[:4] and again.ran == ['40_fit', '90_summary']
