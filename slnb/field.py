@@ -26,7 +26,8 @@ from .surveys import Band, get_survey
 # %% auto #0
 __all__ = ['SOURCE_COLUMNS', 'TRUTH_COLUMNS', 'FieldConfig', 'power_law_mags', 'faint_objects', 'stamp_origin', 'shift_scenes',
            'paste', 'Field', 'field_wcs', 'edge_taper', 'simulate_field', 'write_field', 'read_field', 'field_cutouts',
-           'background_sigma', 'detection_image', 'extract_sources', 'nearest_within', 'match_truth', 'plot_field']
+           'background_sigma', 'detection_image', 'extract_sources', 'pixel_xy', 'nearest_within', 'match_truth',
+           'plot_field']
 
 # %% ../nbs/12_field.ipynb #61b26e4f
 @dataclass
@@ -319,6 +320,10 @@ def extract_sources(fld: Field, nsigma: float = 5.0, npixels: int = 10, deblend:
     t['ra'].unit = t['dec'].unit = 'deg'
     return t
 
+def pixel_xy(t: Table) -> np.ndarray:
+    "The x_pix, y_pix columns of a table as points (N, 2), float (an empty table: (0, 2))."
+    return np.stack([np.asarray(t['x_pix'], float), np.asarray(t['y_pix'], float)], 1) if len(t) else np.zeros((0, 2))
+
 def nearest_within(xy: np.ndarray, ref_xy: np.ndarray, radius: float) -> np.ndarray:
     "For each point xy (N, 2) the index of the nearest of ref_xy (M, 2) within `radius` (same units), else -1."
     from scipy.spatial import cKDTree
@@ -332,8 +337,7 @@ TRUTH_COLUMNS: tuple[str, ...] = ('is_lens', 'kind', 'theta_E', 'e1', 'e2', 'gam
 def match_truth(sources: Table, truth: Table, pixel_scale: float, radius: float = 3.0) -> Table:
     "`sources` with `truth_id` (-1: none) and the TRUTH_COLUMNS of the nearest truth object within `radius` pixels\
  (is_lens 0, kind '', NaN where none); the truth's centre_x, center_y made relative to the source's position (arcsec)."
-    xy = lambda t: np.stack([np.asarray(t['x_pix'], float), np.asarray(t['y_pix'], float)], 1) if len(t) else np.zeros((0, 2))
-    m = nearest_within(xy(sources), xy(truth), radius)
+    m = nearest_within(pixel_xy(sources), pixel_xy(truth), radius)
     hit, k = m >= 0, np.maximum(m, 0)
     out = sources.copy()
     out['truth_id'] = np.where(hit, np.asarray(truth['id'])[k], -1) if len(truth) else np.full(len(out), -1)

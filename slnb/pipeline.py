@@ -71,8 +71,7 @@ def completeness_purity(truth, candidates, min_theta_E: float = 1.0, radius: flo
     "Completeness of the truth's lenses with theta_E >= min_theta_E (arcsec) and purity of `candidates` (tables with\
  x_pix, y_pix; truth with is_lens, theta_E), matched within `radius` pixels; NaN where there is nothing to count."
     import numpy as np
-    from slnb.field import nearest_within
-    xy = lambda t: np.stack([np.asarray(t['x_pix'], float), np.asarray(t['y_pix'], float)], 1) if len(t) else np.zeros((0, 2))
+    from slnb.field import nearest_within, pixel_xy as xy
     lens = np.asarray(truth['is_lens']) == 1 if len(truth) else np.zeros(0, bool)
     big = lens & (np.nan_to_num(np.asarray(truth['theta_E'], float)) >= min_theta_E) if len(truth) else lens
     found = nearest_within(xy(truth[big]), xy(candidates), radius) >= 0
