@@ -65,7 +65,8 @@ TRAINABLE: dict[str, str] = {   # model name -> 'module:function' that trains it
     **{name: 'slnb.detect:train_shipped_finder' for name in ('detect-lsst-gri', 'detect-csst-gri', 'detect-euclid-vis')},
     **{name: 'slnb.denoise:train_shipped_denoiser' for name in ('denoise-lsst-gri', 'denoise-csst-gri')},
     **{name: 'slnb.deblend:train_shipped_deblender' for name in ('deblend-lsst-gri', 'deblend-csst-gri')},
-    **{name: 'slnb.predict:train_shipped_predictor' for name in ('predict-lsst-gri', 'predict-csst-gri')}}
+    **{name: 'slnb.predict:train_shipped_predictor' for name in ('predict-lsst-gri', 'predict-csst-gri')},
+    **{name: 'slnb.embed:train_shipped_embedder' for name in ('embed-lsst-gri', 'embed-euclid-vis')}}
 
 def _cmd_train(args) -> int:
     import importlib
@@ -190,6 +191,10 @@ def _cmd_detect(args) -> int:
     if args.batch <= 0: raise UsageError(f"--batch must be > 0, got {args.batch}")
     out = _check_output(args.output, args.overwrite)
     root = load_settings(args.settings).paths['weights']
+    if args.negatives and not args.support: raise UsageError("--negatives needs --support (the few-shot search)")
+    if args.support:
+        if args.scheduler: raise UsageError("--scheduler is for the CNN finder; the few-shot search runs in one process")
+        return _cmd_detect_fewshot(args, out, root)
     try: table, folder = detect_cube(args.input, args.weights, args.batch, args.device, args.scheduler, root=root)
     except NoWeightsError as e: raise UsageError(str(e)) from None
     write_catalog(table, out, 'detection', weights=folder.name, parameters=json.loads(_command_parameters(args)))
@@ -273,6 +278,10 @@ def _add_detect_parser(sub) -> None:
     s.add_argument('--weights', default=None, help="a finder's weights folder (default: the shipped one for the cube)")
     s.add_argument('--batch', type=int, default=256); s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
     s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='score on this Dask cluster (tcp://host:8786)')
+    s.add_argument('--support', default=None, metavar='LENSES.fits',
+                   help='few-shot search: score by likeness to these known lenses (a cube) instead of the CNN finder; IN.fits may then be the embeddings `slnb embed` wrote')
+    s.add_argument('--negatives', default=None, metavar='OTHERS.fits',
+                   help='with --support: known non-lenses (default: the cube searched stands for them)')
     s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_detect)
 
 # %% ../nbs/90_cli.ipynb #db36427e
@@ -320,6 +329,69 @@ def _add_fit_parser(sub) -> None:
     s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='fit on this Dask cluster (tcp://host:8786)')
     s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_fit)
 
+# %% ../nbs/90_cli.ipynb #adb160ae
+def _fewshot_errors():
+    "The errors of the few-shot commands that are the user's to fix (said in one line, no traceback)."
+    from slnb.detect import NoWeightsError
+    from slnb.embed import EmbeddingError
+    from slnb.fewshot import SupportError
+    return NoWeightsError, EmbeddingError, SupportError
+
+def _cmd_detect_fewshot(args, out: Path, root: Path) -> int:
+    from slnb.fewshot import fewshot_detect
+    from slnb.io import write_catalog
+    try: table, folder = fewshot_detect(args.input, args.support, args.negatives, args.weights, args.batch, args.device, root=root)
+    except _fewshot_errors() as e: raise UsageError(str(e)) from None
+    write_catalog(table, out, 'detection', weights=folder.name, parameters=json.loads(_command_parameters(args)))
+    print(f"wrote {out}: {len(table)} cutouts scored by likeness to the support set {args.support} ({folder.name}), "
+          f"{int((table['p_lens'] > 0.5).sum())} with p_lens > 0.5")
+    return 0
+
+def _cmd_embed(args) -> int:
+    from slnb.embed import embed_cube, load_embedder, write_embeddings
+    if args.batch <= 0: raise UsageError(f"--batch must be > 0, got {args.batch}")
+    out = _check_output(args.output, args.overwrite)
+    root = load_settings(args.settings).paths['weights']
+    try: ids, emb, folder = embed_cube(args.input, args.weights, args.batch, args.device, root=root)
+    except _fewshot_errors() as e: raise UsageError(str(e)) from None
+    write_embeddings(out, ids, emb, load_embedder(folder)[1], folder.name, args.input)
+    print(f"wrote {out}: {len(ids)} embeddings of {emb.shape[1]} dimensions ({folder.name})")
+    return 0
+
+def _add_embed_parser(sub) -> None:
+    s = sub.add_parser('embed', help='self-supervised embeddings of the cutouts of a cube (for similarity search)')
+    s.add_argument('input', metavar='IN.fits'); s.add_argument('-o', '--output', required=True, metavar='EMB.fits')
+    s.add_argument('--weights', default=None, help="an embedder's weights folder (default: the shipped one for the cube)")
+    s.add_argument('--batch', type=int, default=256); s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
+    s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_embed)
+
+def _cmd_similar(args) -> int:
+    from slnb.fewshot import similar_cutouts
+    from slnb.core import atomic_path
+    if args.k <= 0: raise UsageError(f"-k must be > 0, got {args.k}")
+    out = _check_output(args.output, args.overwrite) if args.output else None
+    root = load_settings(args.settings).paths['weights']
+    try: table, folder = similar_cutouts(args.query, args.input, args.k, args.index, args.weights, args.batch, args.device, root=root)
+    except _fewshot_errors() as e: raise UsageError(str(e)) from None
+    table.meta.update(query=str(args.query), weights=folder.name)
+    if out:
+        with atomic_path(out) as tmp: table.write(tmp, format='ascii.ecsv', overwrite=True)
+    print(f"the {len(table)} cutouts of {args.input} most like {args.query} ({folder.name}):")
+    table['similarity'].format = '.4f'
+    table.pprint(max_lines=-1 if args.k <= 100 else 60)
+    return 0
+
+def _add_similar_parser(sub) -> None:
+    s = sub.add_parser('similar', help='the nearest neighbours of an object among the cutouts of a cube (embedding space)')
+    s.add_argument('query', metavar='QUERY.fits', help='a cube holding the object (or several: their mean direction)')
+    s.add_argument('input', metavar='IN.fits', help='the cube searched, or the embeddings `slnb embed` wrote of it')
+    s.add_argument('-k', type=int, default=50, help='neighbours listed (default 50)')
+    s.add_argument('--index', type=int, default=None, help="the query cube's cutout to use (default: all of them)")
+    s.add_argument('-o', '--output', default=None, metavar='OUT.ecsv', help='also write the list (rank, id, similarity)')
+    s.add_argument('--weights', default=None, help="an embedder's weights folder (default: the shipped one)")
+    s.add_argument('--batch', type=int, default=256); s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
+    s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_similar)
+
 # %% ../nbs/90_cli.ipynb #2b095864
 def build_parser() -> argparse.ArgumentParser:
     "The `slnb` argument parser with every sub-command."
@@ -350,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_detect_parser(sub)
     _add_predict_parser(sub)
     _add_fit_parser(sub)
+    _add_embed_parser(sub)
+    _add_similar_parser(sub)
     return p
 
 # %% ../nbs/90_cli.ipynb #aa177981

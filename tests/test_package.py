@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # import name -> distribution name, where they differ
-DIST = {'yaml': 'pyyaml', 'PIL': 'pillow', 'skimage': 'scikit-image', 'pywt': 'pywavelets'}
+DIST = {'yaml': 'pyyaml', 'PIL': 'pillow', 'skimage': 'scikit-image', 'sklearn': 'scikit-learn', 'pywt': 'pywavelets'}
 
 
 def third_party_imports():
