@@ -7,7 +7,7 @@ Docs: https://slnb-dev.github.io/slnb/embed.html.md"""
 
 # %% ../nbs/42_embed.ipynb #c7363118
 from __future__ import annotations
-import json, math, time
+import math, time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from . import __version__
 from .core import atomic_path, get_device, progress, progress_enabled
-from .detect import (FINDER_SIZES, LensFinder, NoWeightsError, TrainingPool, _band_order, _compiled, add_training_noise,
+from .detect import (FINDER_SIZES, LensFinder, TrainingPool, _band_order, _compiled, add_training_noise,
                          band_noise, count_flops, dihedral_each, finder_logits, finder_metrics, shift_and_blur,
-                         validation_set, weights_root)
+                         validation_set)
 from .io import Cube, read_cube
 from .surveys import Band, get_survey
 

@@ -7,14 +7,13 @@ Docs: https://slnb-dev.github.io/slnb/fewshot.html.md"""
 
 # %% ../nbs/43_fewshot.ipynb #49834a09
 from __future__ import annotations
-import json
 from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
 
 from .embed import cube_ids, embed_images, embedder_for, prototype_scores
-from .io import Cube, CubeError, read_cube
+from .io import CubeError, read_cube
 
 # %% auto #0
 __all__ = ['SupportError', 'read_support', 'leave_one_out_scores', 'scores_to_probability', 'fewshot_detect',

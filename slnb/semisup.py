@@ -7,8 +7,8 @@ Docs: https://slnb-dev.github.io/slnb/semisup.html.md"""
 
 # %% ../nbs/44_semisup.ipynb #1edee030
 from __future__ import annotations
-import copy, math, time
-from dataclasses import asdict, dataclass
+import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,9 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import get_device, progress
-from .detect import (TrainingPool, add_training_noise, augment, band_noise, finder_logits, finder_metrics,
-                         make_finder, normalise, random_dihedral)
-from .embed import Embedder, contrastive_view, embed_images
+from .detect import (TrainingPool, add_training_noise, augment, band_noise, make_finder, normalise, random_dihedral)
+from .embed import Embedder, contrastive_view
 from .surveys import Band, get_survey
 
 # %% auto #0
