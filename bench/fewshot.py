@@ -3,7 +3,8 @@
 outside the repository), exactly as `slnb detect EMB.fits --support LENSES.fits` scores the embeddings `slnb embed` wrote of a file.
 
 Targets: AUC >= 0.90, TPR10 >= 0.10 (mean over support sets drawn with different seeds).
-Run: `python bench/fewshot.py [--k 10] [--draws 5] [--cube FILE]`; writes bench/out/fewshot.json.
+Run: `python bench/fewshot.py [--k 10] [--draws 5] [--cube FILE] [--weights FOLDER]` (default: the embedder searches use,
+fewshot-lsst-gri where shipped); writes bench/out/fewshot-<weights>.json.
 """
 import argparse
 import json
@@ -32,6 +33,7 @@ def main():
     cube = read_cube(args.cube)
     truth = np.asarray(cube.catalog['is_lens'], bool)
     emb_file = OUT / (args.cube.stem + '-emb.fits')                     # embedded once, searched with every support set
+    OUT.mkdir(exist_ok=True)
     t = time.perf_counter()
     ids, emb, folder = embed_cube(args.cube, args.weights, show_progress=False)
     write_embeddings(emb_file, ids, emb, load_embedder(folder)[1], folder.name, args.cube)
@@ -53,7 +55,7 @@ def main():
         print(f"k={k}: AUC {np.mean([r['auc'] for r in sel]):.4f} +- {np.std([r['auc'] for r in sel]):.4f}, "
               f"TPR10 {np.mean([r['tpr10'] for r in sel]):.3f} +- {np.std([r['tpr10'] for r in sel]):.3f} "
               f"(targets for k = 10: AUC >= 0.90, TPR10 >= 0.10)")
-    OUT.mkdir(exist_ok=True); (OUT / 'fewshot.json').write_text(json.dumps(rows, indent=1))
+    (OUT / f'fewshot-{folder.name}.json').write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == '__main__':

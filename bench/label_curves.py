@@ -24,7 +24,9 @@ from slnb.semisup import LabelConfig, labelled_set, linear_probe, train_from_lab
 from slnb.surveys import get_survey
 
 OUT = Path(__file__).parent / 'out'
-METHODS = ('scratch', 'probe', 'finetune', 'fewshot', 'fixmatch')
+METHODS = ('scratch', 'probe', 'finetune', 'fewshot', 'fixmatch', 'meta-fewshot')
+# every method but meta-fewshot starts from the self-supervised embed-lsst-gri (no label read before the n given);
+# meta-fewshot searches with fewshot-lsst-gri, meta-trained on simulated kinds (labels of simulations, not of the survey)
 
 
 def main():
@@ -52,8 +54,11 @@ def main():
     print(f"data ready in {time.perf_counter() - t0:.0f} s")
     fmodel, fcard = load_finder(find_finder('LSST', 'g,r,i'))
     sigma = torch.tensor(fcard['noise_sigma'])
-    emodel, ecard = load_embedder(find_embedder('LSST', 'g,r,i'))
+    emodel, ecard = load_embedder(find_embedder('LSST', 'g,r,i', stages=('embed',)))   # self-supervised: no labels
     test_emb = {k: embed_images(emodel, ecard, x) for k, (x, _) in tests.items()}
+    if 'meta-fewshot' in methods:
+        mmodel, mcard = load_embedder(find_embedder('LSST', 'g,r,i', stages=('fewshot',)))
+        meta_emb = {k: embed_images(mmodel, mcard, x) for k, (x, _) in tests.items()}
     rows = [dict(method='shipped finder (fully supervised)', n=None,
                  **{k: finder_metrics(finder_logits(fmodel, x, sigma), y) for k, (x, y) in tests.items()})]
     print(rows[-1])
@@ -71,10 +76,11 @@ def main():
                 views = torch.cat([augment(data.clean, bands, gen) for _ in range(4)]).numpy()
                 lr = linear_probe(embed_images(emodel, ecard, views), np.tile(data.label.numpy(), 4))
                 score = lambda k, x: lr.decision_function(test_emb[k])
-            else:
+            else:                   # few-shot: the n labelled lenses are the support set
                 gen = torch.Generator().manual_seed(args.seed)
-                sup = embed_images(emodel, ecard, augment(data.clean[data.label > 0.5], bands, gen).numpy())
-                score = lambda k, x: prototype_scores(test_emb[k], sup)
+                em, ec, embs = (mmodel, mcard, meta_emb) if m == 'meta-fewshot' else (emodel, ecard, test_emb)
+                sup = embed_images(em, ec, augment(data.clean[data.label > 0.5], bands, gen).numpy())
+                score = lambda k, x, sup=sup, embs=embs: prototype_scores(embs[k], sup)
             rows.append(dict(method=m, n=n, seconds=round(time.perf_counter() - t),
                              **{k: finder_metrics(score(k, x), y) for k, (x, y) in tests.items()}))
             print(f"n={n:5d} {m:9s} " + '  '.join(f"{k}: AUC {v['auc']:.4f} TPR10 {v['tpr10']:.3f}" for k, v in rows[-1].items()

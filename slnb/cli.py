@@ -66,7 +66,8 @@ TRAINABLE: dict[str, str] = {   # model name -> 'module:function' that trains it
     **{name: 'slnb.denoise:train_shipped_denoiser' for name in ('denoise-lsst-gri', 'denoise-csst-gri')},
     **{name: 'slnb.deblend:train_shipped_deblender' for name in ('deblend-lsst-gri', 'deblend-csst-gri')},
     **{name: 'slnb.predict:train_shipped_predictor' for name in ('predict-lsst-gri', 'predict-csst-gri')},
-    **{name: 'slnb.embed:train_shipped_embedder' for name in ('embed-lsst-gri', 'embed-euclid-vis')}}
+    **{name: 'slnb.embed:train_shipped_embedder' for name in ('embed-lsst-gri', 'embed-euclid-vis')},
+    **{name: 'slnb.fewshot:train_shipped_fewshot' for name in ('fewshot-lsst-gri', 'fewshot-euclid-vis')}}
 
 def _cmd_train(args) -> int:
     import importlib
@@ -348,20 +349,21 @@ def _cmd_detect_fewshot(args, out: Path, root: Path) -> int:
     return 0
 
 def _cmd_embed(args) -> int:
-    from slnb.embed import embed_cube, load_embedder, write_embeddings
+    import json
+    from slnb.embed import embed_cube, write_embeddings
     if args.batch <= 0: raise UsageError(f"--batch must be > 0, got {args.batch}")
     out = _check_output(args.output, args.overwrite)
     root = load_settings(args.settings).paths['weights']
     try: ids, emb, folder = embed_cube(args.input, args.weights, args.batch, args.device, root=root)
     except _fewshot_errors() as e: raise UsageError(str(e)) from None
-    write_embeddings(out, ids, emb, load_embedder(folder)[1], folder.name, args.input)
+    write_embeddings(out, ids, emb, json.loads((folder / 'card.json').read_text()), folder.name, args.input)
     print(f"wrote {out}: {len(ids)} embeddings of {emb.shape[1]} dimensions ({folder.name})")
     return 0
 
 def _add_embed_parser(sub) -> None:
-    s = sub.add_parser('embed', help='self-supervised embeddings of the cutouts of a cube (for similarity search)')
+    s = sub.add_parser('embed', help='embeddings of the cutouts of a cube (for few-shot and similarity search)')
     s.add_argument('input', metavar='IN.fits'); s.add_argument('-o', '--output', required=True, metavar='EMB.fits')
-    s.add_argument('--weights', default=None, help="an embedder's weights folder (default: the shipped one for the cube)")
+    s.add_argument('--weights', default=None, help="an embedder's weights folder (default: the shipped fewshot-<survey>-<bands>, else embed-...)")
     s.add_argument('--batch', type=int, default=256); s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
     s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_embed)
 
@@ -388,7 +390,7 @@ def _add_similar_parser(sub) -> None:
     s.add_argument('-k', type=int, default=50, help='neighbours listed (default 50)')
     s.add_argument('--index', type=int, default=None, help="the query cube's cutout to use (default: all of them)")
     s.add_argument('-o', '--output', default=None, metavar='OUT.ecsv', help='also write the list (rank, id, similarity)')
-    s.add_argument('--weights', default=None, help="an embedder's weights folder (default: the shipped one)")
+    s.add_argument('--weights', default=None, help="an embedder's weights folder (default: the shipped fewshot-<survey>-<bands>, else embed-...)")
     s.add_argument('--batch', type=int, default=256); s.add_argument('--device', default=None, help='auto, cpu, cuda, cuda:N')
     s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_similar)
 

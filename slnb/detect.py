@@ -21,13 +21,13 @@ from .core import PARAM_NAMES, atomic_path, get_device, progress
 from .surveys import Band, get_survey
 
 # %% auto #0
-__all__ = ['FINDER_SIZES', 'HARD_NEGATIVES', 'COMPILE_MIN_CUTOUTS', 'SHIPPED_FINDERS', 'band_noise', 'normalise', 'PreActBlock',
-           'LensFinder', 'make_finder', 'count_flops', 'roc_curve', 'roc_auc', 'tpr_at_false_positives', 'fpr_at_tpr',
-           'finder_metrics', 'binned_metrics', 'dihedral', 'random_dihedral', 'dihedral_each', 'shift_and_blur',
-           'add_training_noise', 'augment', 'TrainingPool', 'FinderConfig', 'fit_temperature', 'ieee_fp32',
-           'finder_logits', 'validation_set', 'train_finder', 'NoWeightsError', 'finder_name', 'weights_root',
-           'save_finder', 'load_finder', 'find_finder', 'lens_probability', 'train_shipped_finder', 'detect_cube',
-           'plot_finder_performance', 'plot_ranked_gallery', 'plot_p_lens', 'noise_matched_cutouts',
+__all__ = ['FINDER_SIZES', 'HARD_NEGATIVES', 'POOL_KINDS', 'COMPILE_MIN_CUTOUTS', 'SHIPPED_FINDERS', 'band_noise', 'normalise',
+           'PreActBlock', 'LensFinder', 'make_finder', 'count_flops', 'roc_curve', 'roc_auc', 'tpr_at_false_positives',
+           'fpr_at_tpr', 'finder_metrics', 'binned_metrics', 'dihedral', 'random_dihedral', 'dihedral_each',
+           'shift_and_blur', 'add_training_noise', 'augment', 'TrainingPool', 'FinderConfig', 'fit_temperature',
+           'ieee_fp32', 'finder_logits', 'validation_set', 'train_finder', 'NoWeightsError', 'finder_name',
+           'weights_root', 'save_finder', 'load_finder', 'find_finder', 'lens_probability', 'train_shipped_finder',
+           'detect_cube', 'plot_finder_performance', 'plot_ranked_gallery', 'plot_p_lens', 'noise_matched_cutouts',
            'read_euclid_q1_vis', 'bright_sources']
 
 # %% ../nbs/40_detect.ipynb #8e097f67
@@ -206,9 +206,12 @@ def augment(clean: torch.Tensor, bands: list[Band], gen: torch.Generator) -> tor
     return add_training_noise(x, bands, depth, gen)
 
 # %% ../nbs/40_detect.ipynb #b6b72fba
+POOL_KINDS: tuple[str, ...] = ('lens', 'lens_single') + tuple(HARD_NEGATIVES)   # `TrainingPool.kind` codes
+
 class TrainingPool:
     "Noiseless simulated cutouts for training (with their arcs alone if `keep_arcs`, the lenses' seven parameters if\
- `keep_params`), replaced slice by slice from an endless seeded stream."
+ `keep_params`; each one's kind as an index into POOL_KINDS, -1 for any other), replaced slice by slice from an\
+ endless seeded stream."
     def __init__(self, bands: list[Band], size: int, seed: int, num_pix: int = 64, lens_fraction: float = 0.5,
                  min_arc_snr: float = 10.0, nonlens_mix: dict | None = None, supersample: int = 3,
                  device=None, show_progress: bool = True, keep_arcs: bool = False,
@@ -222,6 +225,7 @@ class TrainingPool:
         self.dist, self.k, self.next = Distances(), 0, 0
         self.clean = torch.zeros(size, len(bands), num_pix, num_pix, dtype=torch.float16)
         self.label = torch.zeros(size)
+        self.kind = torch.full((size,), -1, dtype=torch.int8)
         self.arcs = torch.zeros_like(self.clean) if keep_arcs else None
         self.params = torch.full((size, len(PARAM_NAMES)), float('nan')) if keep_params else None
         self.refresh(size, show_progress)
@@ -229,7 +233,7 @@ class TrainingPool:
     def _simulate(self, n: int):
         "n new noiseless cutouts (float32), labels, arcs alone and parameters; undetectable lenses are dropped and redrawn."
         from slnb.simulate import observe, simulate_population
-        imgs, labs, arcs, pars = [], [], [], []
+        imgs, labs, arcs, pars, kinds = [], [], [], [], []
         while sum(len(l) for l in labs) < n:
             rng = np.random.default_rng([self.seed, self.k]); self.k += 1
             m = min(1024, 2 * n)
@@ -241,15 +245,17 @@ class TrainingPool:
             arcs.append(arc.cpu()[keep])
             pars.append(torch.as_tensor(np.stack([np.asarray(cat[p], float) for p in PARAM_NAMES], 1)[keep.numpy()],
                                         dtype=torch.float32))
-        return torch.cat(imgs)[:n], torch.cat(labs)[:n], torch.cat(arcs)[:n], torch.cat(pars)[:n]
+            code = {k: i for i, k in enumerate(POOL_KINDS)}
+            kinds.append(torch.as_tensor([code.get(k, -1) for k in np.asarray(cat['kind'])[keep.numpy()]], dtype=torch.int8))
+        return tuple(torch.cat(v)[:n] for v in (imgs, labs, arcs, pars, kinds))
 
     def refresh(self, n: int, show_progress: bool = False) -> None:
         "Replace the oldest n cutouts with new simulations."
         for i in progress(range(0, n, 1024), desc='simulate training cutouts', disable=not show_progress):
             m = min(1024, n - i)
-            img, lab, arcs, pars = self._simulate(m)
+            img, lab, arcs, pars, kind = self._simulate(m)
             idx = (self.next + torch.arange(m)) % self.size
-            self.clean[idx], self.label[idx] = img.to(torch.float16), lab
+            self.clean[idx], self.label[idx], self.kind[idx] = img.to(torch.float16), lab, kind
             if self.arcs is not None: self.arcs[idx] = arcs.to(torch.float16)
             if self.params is not None: self.params[idx] = pars
             self.next = int(idx[-1] + 1) % self.size

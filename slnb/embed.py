@@ -256,10 +256,15 @@ def load_embedder(folder: str | Path, device=None) -> tuple[Embedder, dict]:
     return load_weights(folder, 'Embedder', lambda c: make_embedder(len(c['bands']), c['size'], c['config']['proj_dim'],
                                                                    c['config'].get('residual', False)), device)
 
-def find_embedder(survey: str, bands, root: str | Path | None = None) -> Path:
-    "The embedder weights folder for a survey and bands (see `slnb.denoise.find_weights`)."
+def find_embedder(survey: str, bands, root: str | Path | None = None, stages: tuple[str, ...] = ('fewshot', 'embed')) -> Path:
+    "The embedder weights folder for a survey and bands, the first of `stages` shipped (see `slnb.denoise.find_weights`):\
+ by default the one meta-trained for few-shot search (`43_fewshot`) where there is one, else the self-supervised one."
     from slnb.denoise import find_weights
-    return find_weights('embed', survey, bands, root)
+    from slnb.detect import NoWeightsError
+    for stage in stages:
+        try: return find_weights(stage, survey, bands, root)
+        except NoWeightsError as e: err = e
+    raise err
 
 # %% ../nbs/42_embed.ipynb #00fb9e01
 def embedder_for(cube: Cube, weights: str | Path | None = None, device=None, root: str | Path | None = None

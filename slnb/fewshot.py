@@ -7,16 +7,25 @@ Docs: https://slnb-dev.github.io/slnb/fewshot.html.md"""
 
 # %% ../nbs/43_fewshot.ipynb #49834a09
 from __future__ import annotations
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from astropy.table import Table
 
-from .embed import cube_ids, embed_images, embedder_for, prototype_scores
+from . import __version__
+from .core import get_device, progress
+from .embed import (Embedder, contrastive_view, cube_ids, embed_images, embedder_for, fewshot_validation,
+                        find_embedder, load_embedder, make_embedder, prototype_scores)
 from .io import CubeError, read_cube
+from .surveys import get_survey
 
 # %% auto #0
-__all__ = ['SupportError', 'read_support', 'leave_one_out_scores', 'scores_to_probability', 'fewshot_detect',
+__all__ = ['SHIPPED_FEWSHOT', 'SupportError', 'read_support', 'leave_one_out_scores', 'scores_to_probability', 'FewShotConfig',
+           'episode_indices', 'prototypical_loss', 'train_fewshot', 'train_shipped_fewshot', 'fewshot_detect',
            'nearest_neighbours', 'similar_cutouts']
 
 # %% ../nbs/43_fewshot.ipynb #a2476705
@@ -53,6 +62,94 @@ def scores_to_probability(scores: np.ndarray, support_scores: np.ndarray, negati
     lo, hi = float(np.median(negative_scores)), float(np.median(support_scores))
     width = max((hi - lo) / 4, 1e-3)
     return 0.5 * (1 + np.tanh(0.5 * (np.asarray(scores, float) - (lo + hi) / 2) / width))
+
+# %% ../nbs/43_fewshot.ipynb #cdcc6e1e
+@dataclass
+class FewShotConfig:
+    "Episodic (prototypical) meta-training of an embedder on simulated kinds, started from the self-supervised one."
+    survey: str = 'LSST'
+    bands: str = 'g,r,i'
+    init: str | None = 'embed'      # start from the shipped embed-<survey>-<bands>; None: from scratch
+    size: str = 'small'
+    num_pix: int = 64
+    steps: int = 1200
+    shots: int = 5                  # support cutouts of every kind in an episode
+    queries: int = 10               # query cutouts of every kind in an episode
+    temperature: float = 0.1
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    pool: int = 12288
+    refresh_every: int = 200
+    lens_fraction: float = 0.3
+    light_range: tuple[float, float] | None = (0.4, 2.5)
+    n_val: int = 2048
+    k_shot: int = 10
+    seed: int = 0
+    compile: bool = True
+
+def episode_indices(kind: torch.Tensor, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    "n random pool indices of every kind (codes >= 0) that has n members, grouped kind by kind (C*n,), and the kinds (C,)."
+    kinds = [int(k) for k in torch.unique(kind) if k >= 0 and int((kind == k).sum()) >= n]
+    idx = [torch.nonzero(kind == k).flatten()[torch.randperm(int((kind == k).sum()), generator=gen)[:n]] for k in kinds]
+    return torch.cat(idx), torch.tensor(kinds)
+
+def prototypical_loss(z: torch.Tensor, n_kinds: int, shots: int, temperature: float = 0.1, lens: int = 0) -> torch.Tensor:
+    "Episode loss of unit embeddings (C*(shots+queries), D) grouped kind by kind: each query must pick its kind's\
+ prototype (Snell et al. 2017), and kind `lens`'s queries must outscore the rest by the search's own score (likeness\
+ to the lens prototype less that to the mean of the episode)."
+    z = z.view(n_kinds, -1, z.shape[-1])
+    proto = F.normalize(z[:, :shots].mean(1), dim=-1)                         # (C, D)
+    q = z[:, shots:].reshape(-1, z.shape[-1])                                  # (C*Q, D)
+    target = torch.arange(n_kinds, device=z.device).repeat_interleave(z.shape[1] - shots)
+    ce = F.cross_entropy(q @ proto.T / temperature, target)
+    score = q @ proto[lens] - q @ F.normalize(z.reshape(-1, z.shape[-1]).mean(0), dim=0)
+    return ce + F.binary_cross_entropy_with_logits(score / temperature, (target == lens).float())
+
+# %% ../nbs/43_fewshot.ipynb #bd2421fc
+def train_fewshot(cfg: FewShotConfig, device=None, show_progress: bool = True) -> tuple[Embedder, dict]:
+    "Meta-train an embedder for few-shot search on episodes of simulated kinds; returns the model and its card."
+    from slnb.detect import POOL_KINDS, TrainingPool, _compiled, band_noise, normalise, validation_set
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    bands = get_survey(cfg.survey).select(cfg.bands)
+    sigma, device = band_noise(bands), get_device(device)
+    model = (load_embedder(find_embedder(cfg.survey, cfg.bands, stages=(cfg.init,)))[0] if cfg.init else
+             make_embedder(len(bands), cfg.size))
+    model = model.to(device, memory_format=torch.channels_last).train()
+    pool = TrainingPool(bands, cfg.pool, cfg.seed + 1, cfg.num_pix, cfg.lens_fraction, show_progress=show_progress)
+    step_model = _compiled(model) if cfg.compile else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    gen, lens, losses = torch.Generator().manual_seed(cfg.seed), POOL_KINDS.index('lens'), []
+    bar = progress(range(cfg.steps), desc=f'meta-train {cfg.survey} {cfg.bands}', disable=not show_progress)
+    for step in bar:
+        if step and step % cfg.refresh_every == 0: pool.refresh(cfg.pool // 10)
+        idx, kinds = episode_indices(pool.kind, cfg.shots + cfg.queries, gen)
+        x = contrastive_view(pool.clean[idx].float(), bands, gen, light_range=cfg.light_range)
+        z = step_model(normalise(x.to(device), sigma.to(device)).contiguous(memory_format=torch.channels_last))
+        loss = prototypical_loss(z, len(kinds), cfg.shots, cfg.temperature, int((kinds == lens).nonzero()[0]))
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+        losses.append(loss.item())
+        if show_progress and hasattr(bar, 'set_postfix') and step % 25 == 0: bar.set_postfix(loss=f'{np.mean(losses[-25:]):.3f}')
+    model = model.eval()
+    val_x, val_y, _ = validation_set(bands, cfg.n_val, cfg.seed, cfg.num_pix)
+    card = dict(model='Embedder', size=cfg.size, survey=cfg.survey, bands=[b.name for b in bands], num_pix=cfg.num_pix,
+                noise_sigma=[float(s) for s in sigma], soften=3.0, dim=model.dim,
+                config=dict(asdict(cfg), proj_dim=model.project[-1].out_features, residual=model.residual))
+    emb = embed_images(model, card, val_x, device=device)
+    card |= dict(metrics=dict(validation=fewshot_validation(emb, val_y, cfg.k_shot, seed=cfg.seed)),
+                 loss_curve=[float(np.mean(losses[i:i + 50])) for i in range(0, len(losses), 50)],
+                 train_seconds=round(time.time() - t0), slnb_version=__version__, torch_version=torch.__version__)
+    return model.cpu().eval(), card
+
+SHIPPED_FEWSHOT: dict[str, tuple[str, str]] = {'fewshot-lsst-gri': ('LSST', 'g,r,i'), 'fewshot-euclid-vis': ('Euclid', 'VIS')}
+
+def train_shipped_fewshot(name: str, seed: int | None = None, device=None, steps: int | None = None,
+                          out_root: str | Path | None = None, show_progress: bool = True) -> Path:
+    "Meta-train the shipped few-shot embedder `name` (a key of SHIPPED_FEWSHOT) and write its weights folder."
+    from slnb.denoise import train_shipped
+    return train_shipped(name, SHIPPED_FEWSHOT, FewShotConfig, train_fewshot, 'auc', seed, device, steps, out_root,
+                         show_progress)
 
 # %% ../nbs/43_fewshot.ipynb #768ca7ba
 def _unit(v: np.ndarray) -> np.ndarray: return v / np.linalg.norm(v)
