@@ -1,13 +1,13 @@
 """Learning curves of lens finding from few labels (issue 10): AUC and TPR10 against the number of labelled lenses
-for a finder trained from scratch, a linear probe and a fine-tune of the shipped embedder, the few-shot search, and
-semi-supervised (FixMatch) training; on slnb's simulated test split and on lenstronomy-made lenses among hard
+for a finder trained from scratch, a linear probe and a fine-tune of the self-supervised embedder, the few-shot
+search, semi-supervised (FixMatch) training, and the few-shot search and a fine-tune with the meta-trained embedder; on slnb's simulated test split and on lenstronomy-made lenses among hard
 look-alikes (`bench/detect_reference.py` makes and keeps that set).
 
 Each labelled set is n lenses and 10 n non-lenses (at most 4000) drawn from simulations (seeded); the unlabelled pool
 is more simulations whose labels are never read. Targets: with 100 labels, the fine-tuned embedding or semi-supervised
 training within 0.02 of the AUC of the fully supervised shipped finder (measured here on the same test sets).
-Run: `python bench/label_curves.py [--labels 5,10,30,100,1000] [--steps 600] [--methods ...]`; writes
-bench/out/label_curves.json and bench/out/label_curves.png.
+Run: `python bench/label_curves.py [--labels 5,10,30,100,1000] [--steps 600] [--methods ...] [--out NAME]`; writes
+bench/out/NAME.json and bench/out/NAME.png (NAME: label_curves).
 """
 import argparse
 import json
@@ -20,13 +20,13 @@ import torch
 from slnb.detect import (TrainingPool, augment, find_finder, finder_logits, finder_metrics, load_finder, validation_set)
 from slnb.embed import embed_images, find_embedder, load_embedder, prototype_scores
 from slnb.io import read_cube
-from slnb.semisup import LabelConfig, labelled_set, linear_probe, train_from_labels
+from slnb.semisup import LABEL_METHODS, LabelConfig, labelled_set, linear_probe, plot_label_curves, train_from_labels
 from slnb.surveys import get_survey
 
 OUT = Path(__file__).parent / 'out'
-METHODS = ('scratch', 'probe', 'finetune', 'fewshot', 'fixmatch', 'meta-fewshot')
-# every method but meta-fewshot starts from the self-supervised embed-lsst-gri (no label read before the n given);
-# meta-fewshot searches with fewshot-lsst-gri, meta-trained on simulated kinds (labels of simulations, not of the survey)
+METHODS = tuple(LABEL_METHODS)
+# every method but meta-* starts from the self-supervised embed-lsst-gri (no label read before the n given); meta-fewshot
+# searches with, and meta-finetune fine-tunes, fewshot-lsst-gri, meta-trained on simulated kinds (simulations' labels)
 
 
 def main():
@@ -37,6 +37,7 @@ def main():
     ap.add_argument('--unlabelled', type=int, default=2, help='unlabelled cutouts per labelled one in a FixMatch batch')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--reference', type=Path, default=OUT / 'reference-lsst-gri-1000-10000-seed7.fits')
+    ap.add_argument('--out', default='label_curves', help='name of the JSON and PNG written in bench/out')
     args = ap.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     bands = get_survey('LSST').select('g,r,i')
@@ -56,7 +57,7 @@ def main():
     sigma = torch.tensor(fcard['noise_sigma'])
     emodel, ecard = load_embedder(find_embedder('LSST', 'g,r,i', stages=('embed',)))   # self-supervised: no labels
     test_emb = {k: embed_images(emodel, ecard, x) for k, (x, _) in tests.items()}
-    if 'meta-fewshot' in methods:
+    if any(m.startswith('meta') for m in methods):
         mmodel, mcard = load_embedder(find_embedder('LSST', 'g,r,i', stages=('fewshot',)))
         meta_emb = {k: embed_images(mmodel, mcard, x) for k, (x, _) in tests.items()}
     rows = [dict(method='shipped finder (fully supervised)', n=None,
@@ -66,10 +67,10 @@ def main():
         data = labelled_set(pool, n, min(10 * n, 4000), args.seed + n)
         for m in methods:
             t = time.perf_counter()
-            if m in ('scratch', 'finetune', 'fixmatch'):
-                cfg = LabelConfig(init='embed' if m == 'finetune' else 'scratch', unlabelled=args.unlabelled if m == 'fixmatch' else 0,
+            if m in ('scratch', 'finetune', 'fixmatch', 'meta-finetune'):
+                cfg = LabelConfig(init='embed' if 'finetune' in m else 'scratch', unlabelled=args.unlabelled if m == 'fixmatch' else 0,
                                   steps=args.steps, seed=args.seed)
-                model, _ = train_from_labels(data, cfg, bands, unlab, emodel)
+                model, _ = train_from_labels(data, cfg, bands, unlab, mmodel if m == 'meta-finetune' else emodel)
                 score = lambda k, x: finder_logits(model, x, sigma)
             elif m == 'probe':
                 gen = torch.Generator().manual_seed(args.seed)
@@ -83,28 +84,11 @@ def main():
                 score = lambda k, x, sup=sup, embs=embs: prototype_scores(embs[k], sup)
             rows.append(dict(method=m, n=n, seconds=round(time.perf_counter() - t),
                              **{k: finder_metrics(score(k, x), y) for k, (x, y) in tests.items()}))
-            print(f"n={n:5d} {m:9s} " + '  '.join(f"{k}: AUC {v['auc']:.4f} TPR10 {v['tpr10']:.3f}" for k, v in rows[-1].items()
+            print(f"n={n:5d} {m:13s} " + '  '.join(f"{k}: AUC {v['auc']:.4f} TPR10 {v['tpr10']:.3f}" for k, v in rows[-1].items()
                                                    if isinstance(v, dict)) + f"  ({rows[-1]['seconds']} s)", flush=True)
-            OUT.mkdir(exist_ok=True); (OUT / 'label_curves.json').write_text(json.dumps(rows, indent=1))
-    plot(rows, list(tests), OUT / 'label_curves.png')
-
-
-def plot(rows, sets, path):
+            OUT.mkdir(exist_ok=True); (OUT / f'{args.out}.json').write_text(json.dumps(rows, indent=1))
     import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(len(sets), 2, figsize=(10, 3.6 * len(sets)), squeeze=False)
-    ref = rows[0]
-    for i, s in enumerate(sets):
-        for j, metric in enumerate(('auc', 'tpr10')):
-            a = ax[i, j]
-            for m in METHODS:
-                r = [x for x in rows[1:] if x['method'] == m]
-                if r: a.plot([x['n'] for x in r], [x[s][metric] for x in r], 'o-', label=m)
-            a.axhline(ref[s][metric], color='k', ls='--', lw=1, label='shipped finder')
-            if metric == 'auc': a.axhspan(ref[s][metric] - 0.02, ref[s][metric], color='k', alpha=0.08)
-            a.set_xscale('log'); a.set_xlabel('labelled lenses'); a.set_ylabel(metric.upper()); a.set_title(f'{s} test set')
-            if i == 0 and j == 0: a.legend(fontsize=8)
-    fig.tight_layout(); fig.savefig(path, dpi=110)
+    plot_label_curves(rows, list(tests)).savefig(OUT / f'{args.out}.png', dpi=110)
 
 
 if __name__ == '__main__':

@@ -27,8 +27,8 @@ from .surveys import Band, get_survey
 # %% auto #0
 __all__ = ['SHIPPED_EMBEDDERS', 'radial_residual', 'Embedder', 'make_embedder', 'contrastive_view', 'nt_xent', 'prototype_scores',
            'fewshot_validation', 'euclid_q1_cutouts', 'real_cutouts', 'EmbedConfig', 'embed_images', 'train_embedder',
-           'train_shipped_embedder', 'load_embedder', 'find_embedder', 'embedder_for', 'cube_ids', 'embed_cube',
-           'write_embeddings', 'EmbeddingError', 'read_embeddings', 'plot_embedding_map']
+           'embedder_card', 'train_shipped_embedder', 'load_embedder', 'find_embedder', 'embedder_for', 'cube_ids',
+           'embed_cube', 'write_embeddings', 'EmbeddingError', 'read_embeddings', 'plot_embedding_map', 'embedding_map']
 
 # %% ../nbs/42_embed.ipynb #4847be61
 _ANNULI: dict = {}
@@ -229,16 +229,22 @@ def train_embedder(cfg: EmbedConfig, device=None, show_progress: bool = True) ->
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
         losses.append(loss.item())
         if show_progress and hasattr(bar, 'set_postfix') and step % 50 == 0: bar.set_postfix(loss=f'{np.mean(losses[-50:]):.3f}')
+    card = embedder_card(model, cfg, bands, sigma, losses, t0, device, config=asdict(cfg),
+                         real_cutouts=0 if real is None else len(real))
+    return model.cpu().eval(), card
+
+def embedder_card(model: Embedder, cfg, bands: list[Band], sigma: torch.Tensor, losses: list[float], t0: float,
+                  device=None, every: int = 100, **extra) -> dict:
+    "The card of a trained embedder: design, noise normalisation, `extra` (its config, ...), the 10-shot prototype\
+ search's figures on the training seed's validation split, the loss curve (means over `every` steps), cost, versions."
     val_x, val_y, _ = validation_set(bands, cfg.n_val, cfg.seed, cfg.num_pix)
     card = dict(model='Embedder', size=cfg.size, survey=cfg.survey, bands=[b.name for b in bands], num_pix=cfg.num_pix,
-                noise_sigma=[float(s) for s in sigma], soften=3.0, dim=model.dim, config=asdict(cfg),
-                real_cutouts=0 if real is None else len(real))
+                noise_sigma=[float(s) for s in sigma], soften=3.0, dim=model.dim, **extra)
     emb = embed_images(model, card, val_x, device=device)
-    card |= dict(metrics=dict(validation=fewshot_validation(emb, val_y, cfg.k_shot, seed=cfg.seed)),
-                 loss_curve=[float(np.mean(losses[i:i + 100])) for i in range(0, len(losses), 100)],
-                 flops=count_flops(model, (len(bands), cfg.num_pix, cfg.num_pix)),
-                 train_seconds=round(time.time() - t0), slnb_version=__version__, torch_version=torch.__version__)
-    return model.cpu().eval(), card
+    return card | dict(metrics=dict(validation=fewshot_validation(emb, val_y, cfg.k_shot, seed=cfg.seed)),
+                       loss_curve=[float(np.mean(losses[i:i + every])) for i in range(0, len(losses), every)],
+                       flops=count_flops(model, (len(bands), cfg.num_pix, cfg.num_pix)),
+                       train_seconds=round(time.time() - t0), slnb_version=__version__, torch_version=torch.__version__)
 
 # %% ../nbs/42_embed.ipynb #7442679b
 SHIPPED_EMBEDDERS: dict[str, tuple[str, str]] = {'embed-lsst-gri': ('LSST', 'g,r,i'), 'embed-euclid-vis': ('Euclid', 'VIS')}
@@ -336,3 +342,15 @@ def plot_embedding_map(xy: np.ndarray, kinds, title: str = ''):
     ax.set_xticks([]); ax.set_yticks([]); ax.legend(fontsize=7, markerscale=2, loc='best', frameon=False)
     ax.set_title(title); fig.tight_layout()
     return fig
+
+def embedding_map(model: Embedder, card: dict, n: int = 1000, n_reference: int = 120, seed: int = 11, title: str = ''):
+    "A t-SNE map of the embeddings of n fresh simulated cutouts (a third lenses, the rest look-alikes of every kind) and\
+ n_reference lenstronomy-made lenses, coloured by kind (`plot_embedding_map`); returns the figure."
+    from sklearn.manifold import TSNE
+    from slnb.reference import reference_lenses
+    bands = get_survey(card['survey']).select(','.join(card['bands']))
+    x, _, cat = validation_set(bands, n, seed, card['num_pix'], lens_fraction=1 / 3)
+    ref, _, _, _ = reference_lenses(n_reference, card['survey'], ','.join(card['bands']), seed, min_arc_snr=10, show_progress=False)
+    e = embed_images(model, card, np.concatenate([x, ref]))
+    kinds = np.r_[np.asarray(cat['kind']).astype(str), ['lens (lenstronomy)'] * len(ref)]
+    return plot_embedding_map(TSNE(2, perplexity=30, init='pca', random_state=0).fit_transform(e), kinds, title)

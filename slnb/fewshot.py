@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from astropy.table import Table
 
-from . import __version__
 from .core import get_device, progress
-from .embed import (Embedder, contrastive_view, cube_ids, embed_images, embedder_for, fewshot_validation,
+from .embed import (Embedder, contrastive_view, cube_ids, embed_images, embedder_card, embedder_for,
                         find_embedder, load_embedder, make_embedder, prototype_scores)
 from .io import CubeError, read_cube
 from .surveys import get_survey
@@ -108,7 +107,7 @@ def prototypical_loss(z: torch.Tensor, n_kinds: int, shots: int, temperature: fl
 # %% ../nbs/43_fewshot.ipynb #bd2421fc
 def train_fewshot(cfg: FewShotConfig, device=None, show_progress: bool = True) -> tuple[Embedder, dict]:
     "Meta-train an embedder for few-shot search on episodes of simulated kinds; returns the model and its card."
-    from slnb.detect import POOL_KINDS, TrainingPool, _compiled, band_noise, normalise, validation_set
+    from slnb.detect import POOL_KINDS, TrainingPool, _compiled, band_noise, normalise
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     bands = get_survey(cfg.survey).select(cfg.bands)
@@ -131,15 +130,8 @@ def train_fewshot(cfg: FewShotConfig, device=None, show_progress: bool = True) -
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
         losses.append(loss.item())
         if show_progress and hasattr(bar, 'set_postfix') and step % 25 == 0: bar.set_postfix(loss=f'{np.mean(losses[-25:]):.3f}')
-    model = model.eval()
-    val_x, val_y, _ = validation_set(bands, cfg.n_val, cfg.seed, cfg.num_pix)
-    card = dict(model='Embedder', size=cfg.size, survey=cfg.survey, bands=[b.name for b in bands], num_pix=cfg.num_pix,
-                noise_sigma=[float(s) for s in sigma], soften=3.0, dim=model.dim,
-                config=dict(asdict(cfg), proj_dim=model.project[-1].out_features, residual=model.residual))
-    emb = embed_images(model, card, val_x, device=device)
-    card |= dict(metrics=dict(validation=fewshot_validation(emb, val_y, cfg.k_shot, seed=cfg.seed)),
-                 loss_curve=[float(np.mean(losses[i:i + 50])) for i in range(0, len(losses), 50)],
-                 train_seconds=round(time.time() - t0), slnb_version=__version__, torch_version=torch.__version__)
+    card = embedder_card(model.eval(), cfg, bands, sigma, losses, t0, device, every=50,
+                         config=dict(asdict(cfg), proj_dim=model.project[-1].out_features, residual=model.residual))
     return model.cpu().eval(), card
 
 SHIPPED_FEWSHOT: dict[str, tuple[str, str]] = {'fewshot-lsst-gri': ('LSST', 'g,r,i'), 'fewshot-euclid-vis': ('Euclid', 'VIS')}

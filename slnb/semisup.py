@@ -21,8 +21,8 @@ from .embed import Embedder, contrastive_view
 from .surveys import Band, get_survey
 
 # %% auto #0
-__all__ = ['LabelledSet', 'labelled_set', 'balanced_batch', 'weak_view', 'fixmatch_loss', 'LabelConfig', 'EmbeddingClassifier',
-           'train_from_labels', 'linear_probe']
+__all__ = ['LABEL_METHODS', 'LabelledSet', 'labelled_set', 'balanced_batch', 'weak_view', 'fixmatch_loss', 'LabelConfig',
+           'EmbeddingClassifier', 'train_from_labels', 'linear_probe', 'plot_label_curves']
 
 # %% ../nbs/44_semisup.ipynb #fa731acb
 @dataclass
@@ -121,3 +121,28 @@ def linear_probe(emb_train: np.ndarray, labels: np.ndarray, C: float = 1.0):
     "A logistic regression on frozen embeddings (balanced classes): the linear probe of self-supervised learning."
     from sklearn.linear_model import LogisticRegression
     return LogisticRegression(C=C, class_weight='balanced', max_iter=5000).fit(emb_train, labels)
+
+# %% ../nbs/44_semisup.ipynb #93efad55
+LABEL_METHODS: dict[str, str] = {   # method of `bench/label_curves.py` -> legend
+    'scratch': 'supervised from scratch', 'probe': 'linear probe (embed)', 'finetune': 'fine-tuned embed',
+    'fewshot': 'few-shot (embed)', 'fixmatch': 'FixMatch from scratch', 'meta-fewshot': 'few-shot (fewshot, meta-trained)',
+    'meta-finetune': 'fine-tuned fewshot (meta-trained)'}
+
+def plot_label_curves(rows: list[dict], sets: list[str]):
+    "AUC and TPR10 against the number of labelled lenses, one line per method, the fully supervised finder dashed\
+ (its AUC less 0.02 shaded) from the rows `bench/label_curves.py` writes; returns the figure."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(len(sets), 2, figsize=(10, 3.4 * len(sets)), squeeze=False)
+    ref = next(r for r in rows if r['n'] is None)
+    for i, s in enumerate(sets):
+        for j, metric in enumerate(('auc', 'tpr10')):
+            a = ax[i, j]
+            for m, label in LABEL_METHODS.items():
+                r = sorted((x for x in rows if x['method'] == m), key=lambda x: x['n'])
+                if r: a.plot([x['n'] for x in r], [x[s][metric] for x in r], 'o-' if 'meta' not in m else 's--', label=label)
+            a.axhline(ref[s][metric], color='k', ls='--', lw=1, label='shipped finder (~10^5 labels)')
+            if metric == 'auc': a.axhspan(ref[s][metric] - 0.02, ref[s][metric], color='k', alpha=0.08)
+            a.set_xscale('log'); a.set_xlabel('labelled lenses'); a.set_ylabel(metric.upper()); a.set_title(f'{s} test set')
+            if i == 0 and j == 0: a.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
