@@ -103,4 +103,5 @@ def test_bad_support_sets_are_refused_clearly(files, tmp_path, capsys):
     _one_line_error(capsys, ('detect', files/'field.fits', '--negatives', files/'support.fits', '-o', tmp_path/'x.ecsv'),
                     ('--negatives needs --support',))
     _one_line_error(capsys, ('similar', files/'support.fits', files/'field.fits', '--index', 10), ('--index 10 is outside its 10',))
-    _one_line_error(capsys, ('embed', tmp_path/'euclid.fits', '-o', tmp_path/'e.fits'), ('no embed weights for Euclid VIS',))
+    write_cube(make_cube(ok.images, 'CSST', 'g,r,i'), tmp_path/'csst.fits')      # a survey with no embedder shipped
+    _one_line_error(capsys, ('embed', tmp_path/'csst.fits', '-o', tmp_path/'e.fits'), ('no embed weights for CSST g,r,i',))
