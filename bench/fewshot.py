@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from slnb.detect import finder_metrics
-from slnb.embed import embed_cube, load_embedder, write_embeddings
+from slnb.embed import embed_cube, write_embeddings
 from slnb.fewshot import fewshot_detect
 from slnb.io import make_cube, read_cube, write_cube
 from slnb.reference import reference_lenses
@@ -36,7 +36,7 @@ def main():
     OUT.mkdir(exist_ok=True)
     t = time.perf_counter()
     ids, emb, folder = embed_cube(args.cube, args.weights, show_progress=False)
-    write_embeddings(emb_file, ids, emb, load_embedder(folder)[1], folder.name, args.cube)
+    write_embeddings(emb_file, ids, emb, json.loads((folder / 'card.json').read_text()), folder.name, args.cube)
     print(f"embedded {len(ids)} cutouts with {folder.name} in {time.perf_counter() - t:.0f} s")
     rows = []
     for k in (int(v) for v in args.k.split(',')):
