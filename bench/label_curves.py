@@ -1,7 +1,8 @@
 """Learning curves of lens finding from few labels (issue 10): AUC and TPR10 against the number of labelled lenses
 for a finder trained from scratch, a linear probe and a fine-tune of the self-supervised embedder, the few-shot
-search, semi-supervised (FixMatch) training, and the few-shot search and a fine-tune with the meta-trained embedder; on slnb's simulated test split and on lenstronomy-made lenses among hard
-look-alikes (`bench/detect_reference.py` makes and keeps that set).
+search, semi-supervised (FixMatch) training, and with the meta-trained embedder: the few-shot search, a fine-tune, a
+linear probe and LP-FT (probe, then gentle fine-tune; with the probe, scored over the 8 orientations); on slnb's
+simulated test split and on lenstronomy-made lenses among hard look-alikes (`bench/detect_reference.py` makes and keeps that set).
 
 Each labelled set is n lenses and 10 n non-lenses (at most 4000) drawn from simulations (seeded); the unlabelled pool
 is more simulations whose labels are never read. Targets: with 100 labels, the fine-tuned embedding or semi-supervised
@@ -20,7 +21,8 @@ import torch
 from slnb.detect import (TrainingPool, augment, find_finder, finder_logits, finder_metrics, load_finder, validation_set)
 from slnb.embed import embed_images, find_embedder, load_embedder, prototype_scores
 from slnb.io import read_cube
-from slnb.semisup import LABEL_METHODS, LabelConfig, labelled_set, linear_probe, plot_label_curves, train_from_labels
+from slnb.semisup import (LABEL_METHODS, DihedralAverage, LabelConfig, labelled_set, linear_probe, plot_label_curves,
+                          probe_classifier, train_from_labels)
 from slnb.surveys import get_survey
 
 OUT = Path(__file__).parent / 'out'
@@ -67,7 +69,13 @@ def main():
         data = labelled_set(pool, n, min(10 * n, 4000), args.seed + n)
         for m in methods:
             t = time.perf_counter()
-            if m in ('scratch', 'finetune', 'fixmatch', 'meta-finetune'):
+            if m in ('meta-probe', 'meta-lpft'):    # scored as the mean over 8 orientations (and with the probe: WiSE-FT)
+                if m == 'meta-lpft':
+                    model, log = train_from_labels(data, LabelConfig(init='lpft', steps=args.steps, seed=args.seed), bands, None, mmodel)
+                    model = DihedralAverage(log['probe'], model)
+                else: model = DihedralAverage(probe_classifier(mmodel, data, bands, args.seed))
+                score = lambda k, x, model=model: finder_logits(model, x, sigma, compile=False)
+            elif m in ('scratch', 'finetune', 'fixmatch', 'meta-finetune'):
                 cfg = LabelConfig(init='embed' if 'finetune' in m else 'scratch', unlabelled=args.unlabelled if m == 'fixmatch' else 0,
                                   steps=args.steps, seed=args.seed)
                 model, _ = train_from_labels(data, cfg, bands, unlab, mmodel if m == 'meta-finetune' else emodel)

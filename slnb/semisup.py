@@ -16,13 +16,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import get_device, progress
-from .detect import (TrainingPool, add_training_noise, augment, band_noise, make_finder, normalise, random_dihedral)
+from .detect import (TrainingPool, add_training_noise, augment, band_noise, dihedral, finder_logits, make_finder, normalise,
+                         random_dihedral)
 from .embed import Embedder, contrastive_view
 from .surveys import Band, get_survey
 
 # %% auto #0
-__all__ = ['LABEL_METHODS', 'LabelledSet', 'labelled_set', 'balanced_batch', 'weak_view', 'fixmatch_loss', 'LabelConfig',
-           'EmbeddingClassifier', 'train_from_labels', 'linear_probe', 'plot_label_curves']
+__all__ = ['LABEL_METHODS', 'LabelledSet', 'labelled_set', 'balanced_batch', 'weak_view', 'fixmatch_loss', 'linear_probe',
+           'LabelConfig', 'EmbeddingClassifier', 'probe_classifier', 'DihedralAverage', 'train_from_labels',
+           'plot_label_curves']
 
 # %% ../nbs/44_semisup.ipynb #fa731acb
 @dataclass
@@ -61,11 +63,18 @@ def fixmatch_loss(model: nn.Module, weak: torch.Tensor, strong: torch.Tensor, th
     loss = (F.binary_cross_entropy_with_logits(model(strong), (p > 0.5).float(), reduction='none') * keep).mean()
     return loss, float(keep.mean())
 
+# %% ../nbs/44_semisup.ipynb #fef94eeb
+def linear_probe(emb_train: np.ndarray, labels: np.ndarray, C: float = 1.0):
+    "A logistic regression on frozen embeddings (balanced classes): the linear probe of self-supervised learning."
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(C=C, class_weight='balanced', max_iter=5000).fit(emb_train, labels)
+
 # %% ../nbs/44_semisup.ipynb #eeffbf64
 @dataclass
 class LabelConfig:
-    "A training run from few labels (sizes in cutouts): `init` 'scratch' or 'embed' (fine-tune the embedder's trunk),\
- `unlabelled` > 0: FixMatch with that many unlabelled cutouts per labelled one in each batch."
+    "A training run from few labels (sizes in cutouts): `init` 'scratch', 'embed' (fine-tune the embedder's trunk) or\
+ 'lpft' (linear probe, then fine-tune); `unlabelled` > 0: FixMatch with that many unlabelled cutouts per labelled one\
+ in each batch."
     survey: str = 'LSST'
     bands: str = 'g,r,i'
     init: str = 'scratch'
@@ -79,14 +88,39 @@ class LabelConfig:
     seed: int = 0
 
 class EmbeddingClassifier(nn.Module):
-    "A copy of an embedder (its input channels and trunk) with a new linear head: (N, B, H, W) -> (N,) lens logits."
-    def __init__(self, embedder: Embedder):
+    "A copy of an embedder (its input channels and trunk) with a new linear head: (N, B, H, W) -> (N,) lens logits;\
+ with `unit` the head reads unit embeddings (as the linear probe and the few-shot search do)."
+    def __init__(self, embedder: Embedder, unit: bool = False):
         super().__init__()
-        self.embedder, self.head = copy.deepcopy(embedder), nn.Linear(embedder.dim, 1)
+        self.embedder, self.head, self.unit = copy.deepcopy(embedder), nn.Linear(embedder.dim, 1), unit
         del self.embedder.project                               # the contrastive head is not needed to classify
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embedder.features(x))[:, 0]
+        f = self.embedder.features(x)
+        return self.head(F.normalize(f, dim=1) if self.unit else f)[:, 0]
+
+def probe_classifier(embedder: Embedder, data: LabelledSet, bands: list[Band], seed: int = 0, views: int = 4,
+                     C: float = 0.1) -> EmbeddingClassifier:
+    "The linear probe as a network: an `EmbeddingClassifier` on unit embeddings whose head is a logistic regression\
+ fitted to `views` fresh views of each labelled cutout (step one of LP-FT, Kumar et al. 2022)."
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.cat([augment(data.clean, bands, gen) for _ in range(views)]).numpy()
+    probe = linear_probe(finder_logits(embedder, x, band_noise(bands)), np.tile(data.label.numpy(), views), C)
+    model = EmbeddingClassifier(embedder, unit=True)
+    with torch.no_grad():
+        model.head.weight.copy_(torch.as_tensor(probe.coef_, dtype=torch.float32))
+        model.head.bias.fill_(float(probe.intercept_[0]))
+    return model.eval()
+
+class DihedralAverage(nn.Module):
+    "The mean logit of one or more classifiers over the 8 rotations and flips of each cutout: test-time augmentation,\
+ and with several models an output-space ensemble (a probe and its fine-tune: WiSE-FT, Wortsman et al. 2022)."
+    def __init__(self, *models: nn.Module):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(dihedral(x, k)) for m in self.models for k in range(8)]).mean(0)
 
 def train_from_labels(data: LabelledSet, cfg: LabelConfig, bands: list[Band], pool: TrainingPool | None = None,
                       embedder: Embedder | None = None, device=None, show_progress: bool = False) -> tuple[nn.Module, dict]:
@@ -94,15 +128,22 @@ def train_from_labels(data: LabelledSet, cfg: LabelConfig, bands: list[Band], po
  embedder's trunk, with FixMatch on `pool`'s cutouts (labels unread) if `cfg.unlabelled`; returns it and a log."
     torch.manual_seed(cfg.seed)
     device, sigma = get_device(device), band_noise(bands)
-    if cfg.init not in ('scratch', 'embed'): raise ValueError(f"init must be 'scratch' or 'embed', got {cfg.init!r}")
-    if cfg.init == 'embed' and embedder is None: raise ValueError("init='embed' needs the embedder")
-    model = (EmbeddingClassifier(embedder) if cfg.init == 'embed' else make_finder(len(bands))).to(device)
-    lr = cfg.lr * (0.3 if cfg.init == 'embed' else 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    if cfg.init not in ('scratch', 'embed', 'lpft'): raise ValueError(f"init must be 'scratch', 'embed' or 'lpft', got {cfg.init!r}")
+    if cfg.init != 'scratch' and embedder is None: raise ValueError(f"init={cfg.init!r} needs the embedder")
+    log = dict(loss=[], kept=[])
+    if cfg.init == 'lpft':                      # trunk gently (a twentieth of lr), head from the probe (Kumar et al. 2022)
+        model = probe_classifier(embedder, data, bands, cfg.seed).to(device)
+        log['probe'] = copy.deepcopy(model).cpu()
+        lr = [cfg.lr * 0.05, cfg.lr * 0.5]
+        groups = [dict(params=model.embedder.parameters(), lr=lr[0]), dict(params=model.head.parameters(), lr=lr[1])]
+    else:
+        model = (EmbeddingClassifier(embedder) if cfg.init == 'embed' else make_finder(len(bands))).to(device)
+        lr = cfg.lr * (0.3 if cfg.init == 'embed' else 1)
+        groups = [dict(params=model.parameters(), lr=lr)]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=cfg.steps, pct_start=0.15)
     gen = torch.Generator().manual_seed(cfg.seed)
     norm = lambda x: normalise(x.to(device), sigma.to(device))
-    log = dict(loss=[], kept=[])
     for step in progress(range(cfg.steps), desc=f'{cfg.init}{"+fixmatch" if cfg.unlabelled else ""}', disable=not show_progress):
         model.train()
         x, y = balanced_batch(data, cfg.batch, gen)
@@ -116,17 +157,12 @@ def train_from_labels(data: LabelledSet, cfg: LabelConfig, bands: list[Band], po
         log['loss'].append(loss.item())
     return model.cpu().eval(), log
 
-# %% ../nbs/44_semisup.ipynb #fef94eeb
-def linear_probe(emb_train: np.ndarray, labels: np.ndarray, C: float = 1.0):
-    "A logistic regression on frozen embeddings (balanced classes): the linear probe of self-supervised learning."
-    from sklearn.linear_model import LogisticRegression
-    return LogisticRegression(C=C, class_weight='balanced', max_iter=5000).fit(emb_train, labels)
-
 # %% ../nbs/44_semisup.ipynb #93efad55
 LABEL_METHODS: dict[str, str] = {   # method of `bench/label_curves.py` -> legend
     'scratch': 'supervised from scratch', 'probe': 'linear probe (embed)', 'finetune': 'fine-tuned embed',
     'fewshot': 'few-shot (embed)', 'fixmatch': 'FixMatch from scratch', 'meta-fewshot': 'few-shot (fewshot, meta-trained)',
-    'meta-finetune': 'fine-tuned fewshot (meta-trained)'}
+    'meta-finetune': 'fine-tuned fewshot (meta-trained)', 'meta-probe': 'linear probe (fewshot), 8 orientations',
+    'meta-lpft': 'LP-FT of fewshot + its probe, 8 orientations'}
 
 def plot_label_curves(rows: list[dict], sets: list[str]):
     "AUC and TPR10 against the number of labelled lenses, one line per method, the fully supervised finder dashed\
