@@ -21,7 +21,7 @@ import torch
 from slnb.detect import (TrainingPool, augment, find_finder, finder_logits, finder_metrics, load_finder, validation_set)
 from slnb.embed import embed_images, find_embedder, load_embedder, prototype_scores
 from slnb.io import read_cube
-from slnb.semisup import (LABEL_METHODS, DihedralAverage, LabelConfig, labelled_set, linear_probe, plot_label_curves,
+from slnb.semisup import (LABEL_METHODS, DihedralAverage, LabelConfig, labelled_set, plot_label_curves,
                           probe_classifier, train_from_labels)
 from slnb.surveys import get_survey
 
@@ -80,11 +80,9 @@ def main():
                                   steps=args.steps, seed=args.seed)
                 model, _ = train_from_labels(data, cfg, bands, unlab, mmodel if m == 'meta-finetune' else emodel)
                 score = lambda k, x: finder_logits(model, x, sigma)
-            elif m == 'probe':
-                gen = torch.Generator().manual_seed(args.seed)
-                views = torch.cat([augment(data.clean, bands, gen) for _ in range(4)]).numpy()
-                lr = linear_probe(embed_images(emodel, ecard, views), np.tile(data.label.numpy(), 4))
-                score = lambda k, x: lr.decision_function(test_emb[k])
+            elif m == 'probe':                   # the probe's head on the test sets' embeddings (computed once)
+                head = probe_classifier(emodel, data, bands, args.seed, C=1.0).head
+                score = lambda k, x, head=head: test_emb[k] @ head.weight[0].detach().numpy() + head.bias.item()
             else:                   # few-shot: the n labelled lenses are the support set
                 gen = torch.Generator().manual_seed(args.seed)
                 em, ec, embs = (mmodel, mcard, meta_emb) if m == 'meta-fewshot' else (emodel, ecard, test_emb)

@@ -125,7 +125,8 @@ class DihedralAverage(nn.Module):
 def train_from_labels(data: LabelledSet, cfg: LabelConfig, bands: list[Band], pool: TrainingPool | None = None,
                       embedder: Embedder | None = None, device=None, show_progress: bool = False) -> tuple[nn.Module, dict]:
     "A lens finder trained on a few labelled cutouts (balanced batches of fresh views), from scratch or from the\
- embedder's trunk, with FixMatch on `pool`'s cutouts (labels unread) if `cfg.unlabelled`; returns it and a log."
+ embedder's trunk (a new head, or with 'lpft' its linear probe, kept in the log as 'probe'), with FixMatch on `pool`'s\
+ cutouts (labels unread) if `cfg.unlabelled`; returns it and a log."
     torch.manual_seed(cfg.seed)
     device, sigma = get_device(device), band_noise(bands)
     if cfg.init not in ('scratch', 'embed', 'lpft'): raise ValueError(f"init must be 'scratch', 'embed' or 'lpft', got {cfg.init!r}")
