@@ -8,7 +8,9 @@ Each labelled set is n lenses and 10 n non-lenses (at most 4000) drawn from simu
 is more simulations whose labels are never read. Targets: with 100 labels, the fine-tuned embedding or semi-supervised
 training within 0.02 of the AUC of the fully supervised shipped finder (measured here on the same test sets).
 Run: `python bench/label_curves.py [--labels 5,10,30,100,1000] [--steps 600] [--methods ...] [--out NAME]`; writes
-bench/out/NAME.json and bench/out/NAME.png (NAME: label_curves).
+bench/out/NAME.json and bench/out/NAME.png (NAME: label_curves). A recipe is chosen on validation sets, never on the
+test sets: `--sim-seed 31 --reference bench/out/reference-lsst-gri-500-5000-seed11.fits --out val_label_curves`
+(`python bench/detect_reference.py --n-lenses 500 --n-nonlenses 5000 --seed 11` makes that set).
 """
 import argparse
 import json
@@ -39,6 +41,8 @@ def main():
     ap.add_argument('--unlabelled', type=int, default=2, help='unlabelled cutouts per labelled one in a FixMatch batch')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--reference', type=Path, default=OUT / 'reference-lsst-gri-1000-10000-seed7.fits')
+    ap.add_argument('--sim-seed', type=int, default=7, help="seed of the simulated set scored (7: slnb's test split; "
+                    "another, with another --reference, makes a validation run to choose a recipe on)")
     ap.add_argument('--out', default='label_curves', help='name of the JSON and PNG written in bench/out')
     args = ap.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
@@ -48,7 +52,7 @@ def main():
     t0 = time.perf_counter()
     pool = TrainingPool(bands, 8192, 100 + args.seed, lens_fraction=0.5, show_progress=False)        # where labels come from
     unlab = TrainingPool(bands, 8192, 200 + args.seed, lens_fraction=0.3, show_progress=False) if 'fixmatch' in methods else None
-    sim_x, sim_y, _ = validation_set(bands, 4096, 7)                     # slnb's test split (seed 7, not trained on)
+    sim_x, sim_y, _ = validation_set(bands, 4096, args.sim_seed)          # default: slnb's test split (seed 7, not trained on)
     tests = {'simulated': (sim_x, sim_y)}
     if args.reference.is_file():
         ref = read_cube(args.reference)
