@@ -163,11 +163,12 @@ LABEL_METHODS: dict[str, str] = {   # method of `bench/label_curves.py` -> legen
     'scratch': 'supervised from scratch', 'probe': 'linear probe (embed)', 'finetune': 'fine-tuned embed',
     'fewshot': 'few-shot (embed)', 'fixmatch': 'FixMatch from scratch', 'meta-fewshot': 'few-shot (fewshot, meta-trained)',
     'meta-finetune': 'fine-tuned fewshot (meta-trained)', 'meta-probe': 'linear probe (fewshot), 8 orientations',
-    'meta-lpft': 'LP-FT of fewshot + its probe, 8 orientations'}
+    'meta-lpft': 'LP-FT of fewshot + its probe, 8 orientations',
+    'meta-lpft-fixmatch': 'LP-FT + FixMatch of fewshot + its probe, 8 orientations'}
 
 def plot_label_curves(rows: list[dict], sets: list[str]):
-    "AUC and TPR10 against the number of labelled lenses, one line per method, the fully supervised finder dashed\
- (its AUC less 0.02 shaded) from the rows `bench/label_curves.py` writes; returns the figure."
+    "AUC and TPR10 against the number of labelled lenses, one line per method (and training steps, 600 if unsaid), the\
+ fully supervised finder dashed (its AUC less 0.02 shaded) from the rows `bench/label_curves.py` writes; returns the figure."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(len(sets), 2, figsize=(10, 3.4 * len(sets)), squeeze=False)
     ref = next(r for r in rows if r['n'] is None)
@@ -175,8 +176,10 @@ def plot_label_curves(rows: list[dict], sets: list[str]):
         for j, metric in enumerate(('auc', 'tpr10')):
             a = ax[i, j]
             for m, label in LABEL_METHODS.items():
-                r = sorted((x for x in rows if x['method'] == m), key=lambda x: x['n'])
-                if r: a.plot([x['n'] for x in r], [x[s][metric] for x in r], 'o-' if 'meta' not in m else 's--', label=label)
+                for steps in sorted({x.get('steps', 600) for x in rows if x['method'] == m}):
+                    r = sorted((x for x in rows if x['method'] == m and x.get('steps', 600) == steps), key=lambda x: x['n'])
+                    a.plot([x['n'] for x in r], [x[s][metric] for x in r], 'o-' if 'meta' not in m else 's--',
+                           label=label + (f', {steps} steps' if steps != 600 else ''))
             a.axhline(ref[s][metric], color='k', ls='--', lw=1, label='shipped finder (~10^5 labels)')
             if metric == 'auc': a.axhspan(ref[s][metric] - 0.02, ref[s][metric], color='k', alpha=0.08)
             a.set_xscale('log'); a.set_xlabel('labelled lenses'); a.set_ylabel(metric.upper()); a.set_title(f'{s} test set')
