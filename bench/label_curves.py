@@ -55,7 +55,8 @@ def main():
     methods = args.methods.split(',')
     t0 = time.perf_counter()
     pool = TrainingPool(bands, 8192, 100 + args.seed, lens_fraction=0.5, show_progress=False)        # where labels come from
-    unlab = TrainingPool(bands, 8192, 200 + args.seed, lens_fraction=0.3, show_progress=False) if any('fixmatch' in m for m in methods) else None
+    unlab = (TrainingPool(bands, 8192, 200 + args.seed, lens_fraction=0.3, show_progress=False)     # labels never read
+             if any('fixmatch' in m for m in methods) else None)
     sim_x, sim_y, _ = validation_set(bands, 4096, args.sim_seed)          # default: slnb's test split (seed 7, not trained on)
     tests = {'simulated': (sim_x, sim_y)}
     if args.reference.is_file():
@@ -98,9 +99,10 @@ def main():
                 sup = embed_images(em, ec, augment(data.clean[data.label > 0.5], bands, gen).numpy())
                 score = lambda k, x, sup=sup, embs=embs: prototype_scores(embs[k], sup)
             trained = m in ('scratch', 'finetune', 'fixmatch', 'meta-finetune') or m.startswith('meta-lpft')
-            rows.append(dict(method=m, n=n, seconds=round(time.perf_counter() - t), **({'steps': args.steps} if trained else {}),
+            rows.append(dict(method=m, n=n, seconds=round(time.perf_counter() - t),
+                             **({'steps': args.steps} if trained else {}),
                              **{k: finder_metrics(score(k, x), y) for k, (x, y) in tests.items()}))
-            print(f"n={n:5d} {m:13s} " + '  '.join(f"{k}: AUC {v['auc']:.4f} TPR10 {v['tpr10']:.3f}" for k, v in rows[-1].items()
+            print(f"n={n:5d} {m:18s} " + '  '.join(f"{k}: AUC {v['auc']:.4f} TPR10 {v['tpr10']:.3f}" for k, v in rows[-1].items()
                                                    if isinstance(v, dict)) + f"  ({rows[-1]['seconds']} s)", flush=True)
             OUT.mkdir(exist_ok=True); (OUT / f'{args.out}.json').write_text(json.dumps(rows, indent=1))
     import matplotlib; matplotlib.use('Agg')
