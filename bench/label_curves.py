@@ -27,12 +27,13 @@ import torch
 from slnb.detect import (TrainingPool, augment, find_finder, finder_logits, finder_metrics, load_finder, validation_set)
 from slnb.embed import embed_images, find_embedder, load_embedder, prototype_scores
 from slnb.io import read_cube
-from slnb.semisup import (LABEL_METHODS, DihedralAverage, LabelConfig, labelled_set, plot_label_curves,
+from slnb.semisup import (LABEL_METHODS, LABEL_STEPS, DihedralAverage, LabelConfig, labelled_set, plot_label_curves,
                           probe_classifier, train_from_labels)
 from slnb.surveys import get_survey
 
 OUT = Path(__file__).parent / 'out'
 METHODS = tuple(LABEL_METHODS)
+TRAINED = ('scratch', 'finetune', 'fixmatch', 'meta-finetune', 'meta-lpft', 'meta-lpft-fixmatch')   # rows keep their steps
 # every method but meta-* starts from the self-supervised embed-lsst-gri (no label read before the n given); meta-fewshot
 # searches with, and meta-finetune fine-tunes, fewshot-lsst-gri, meta-trained on simulated kinds (simulations' labels)
 
@@ -41,7 +42,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--labels', default='5,10,30,100,1000')
     ap.add_argument('--methods', default=','.join(METHODS))
-    ap.add_argument('--steps', type=int, default=600)
+    ap.add_argument('--steps', type=int, default=LABEL_STEPS)
     ap.add_argument('--unlabelled', type=int, default=2, help='unlabelled cutouts per labelled one in a FixMatch batch')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--reference', type=Path, default=OUT / 'reference-lsst-gri-1000-10000-seed7.fits')
@@ -80,7 +81,8 @@ def main():
             t = time.perf_counter()
             if m in ('meta-probe', 'meta-lpft', 'meta-lpft-fixmatch'):    # mean over 8 orientations (with the probe: WiSE-FT)
                 if m.startswith('meta-lpft'):
-                    cfg = LabelConfig(init='lpft', unlabelled=args.unlabelled if 'fixmatch' in m else 0, steps=args.steps, seed=args.seed)
+                    cfg = LabelConfig(init='lpft', unlabelled=args.unlabelled if 'fixmatch' in m else 0, steps=args.steps,
+                                      seed=args.seed)
                     model, log = train_from_labels(data, cfg, bands, unlab, mmodel)
                     model = DihedralAverage(log['probe'], model)
                 else: model = DihedralAverage(probe_classifier(mmodel, data, bands, args.seed))
@@ -98,9 +100,8 @@ def main():
                 em, ec, embs = (mmodel, mcard, meta_emb) if m == 'meta-fewshot' else (emodel, ecard, test_emb)
                 sup = embed_images(em, ec, augment(data.clean[data.label > 0.5], bands, gen).numpy())
                 score = lambda k, x, sup=sup, embs=embs: prototype_scores(embs[k], sup)
-            trained = m in ('scratch', 'finetune', 'fixmatch', 'meta-finetune') or m.startswith('meta-lpft')
             rows.append(dict(method=m, n=n, seconds=round(time.perf_counter() - t),
-                             **({'steps': args.steps} if trained else {}),
+                             **({'steps': args.steps} if m in TRAINED else {}),
                              **{k: finder_metrics(score(k, x), y) for k, (x, y) in tests.items()}))
             print(f"n={n:5d} {m:18s} " + '  '.join(f"{k}: AUC {v['auc']:.4f} TPR10 {v['tpr10']:.3f}" for k, v in rows[-1].items()
                                                    if isinstance(v, dict)) + f"  ({rows[-1]['seconds']} s)", flush=True)

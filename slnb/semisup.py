@@ -22,9 +22,9 @@ from .embed import Embedder, contrastive_view
 from .surveys import Band, get_survey
 
 # %% auto #0
-__all__ = ['LABEL_METHODS', 'LabelledSet', 'labelled_set', 'balanced_batch', 'weak_view', 'fixmatch_loss', 'linear_probe',
-           'LabelConfig', 'EmbeddingClassifier', 'probe_classifier', 'DihedralAverage', 'train_from_labels',
-           'plot_label_curves']
+__all__ = ['LABEL_STEPS', 'LABEL_METHODS', 'LabelledSet', 'labelled_set', 'balanced_batch', 'weak_view', 'fixmatch_loss',
+           'linear_probe', 'LabelConfig', 'EmbeddingClassifier', 'probe_classifier', 'DihedralAverage',
+           'train_from_labels', 'plot_label_curves']
 
 # %% ../nbs/44_semisup.ipynb #fa731acb
 @dataclass
@@ -159,6 +159,7 @@ def train_from_labels(data: LabelledSet, cfg: LabelConfig, bands: list[Band], po
     return model.cpu().eval(), log
 
 # %% ../nbs/44_semisup.ipynb #93efad55
+LABEL_STEPS = 600                   # training steps of `bench/label_curves.py` unless told (`--steps`)
 LABEL_METHODS: dict[str, str] = {   # method of `bench/label_curves.py` -> legend
     'scratch': 'supervised from scratch', 'probe': 'linear probe (embed)', 'finetune': 'fine-tuned embed',
     'fewshot': 'few-shot (embed)', 'fixmatch': 'FixMatch from scratch', 'meta-fewshot': 'few-shot (fewshot, meta-trained)',
@@ -167,8 +168,9 @@ LABEL_METHODS: dict[str, str] = {   # method of `bench/label_curves.py` -> legen
     'meta-lpft-fixmatch': 'LP-FT + FixMatch of fewshot + its probe, 8 orientations'}
 
 def plot_label_curves(rows: list[dict], sets: list[str]):
-    "AUC and TPR10 against the number of labelled lenses, one line per method (and training steps, 600 if unsaid), the\
- fully supervised finder dashed (its AUC less 0.02 shaded) from the rows `bench/label_curves.py` writes; returns the figure."
+    "AUC and TPR10 against the number of labelled lenses, one line per method (and training steps, LABEL_STEPS if\
+ unsaid), the fully supervised finder dashed (its AUC less 0.02 shaded), from the rows `bench/label_curves.py`\
+ writes; returns the figure."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(len(sets), 2, figsize=(10, 3.4 * len(sets)), squeeze=False)
     ref = next(r for r in rows if r['n'] is None)
@@ -176,10 +178,11 @@ def plot_label_curves(rows: list[dict], sets: list[str]):
         for j, metric in enumerate(('auc', 'tpr10')):
             a = ax[i, j]
             for m, label in LABEL_METHODS.items():
-                for steps in sorted({x.get('steps', 600) for x in rows if x['method'] == m}):
-                    r = sorted((x for x in rows if x['method'] == m and x.get('steps', 600) == steps), key=lambda x: x['n'])
+                for steps in sorted({x.get('steps', LABEL_STEPS) for x in rows if x['method'] == m}):
+                    r = sorted((x for x in rows if x['method'] == m and x.get('steps', LABEL_STEPS) == steps),
+                               key=lambda x: x['n'])
                     a.plot([x['n'] for x in r], [x[s][metric] for x in r], 'o-' if 'meta' not in m else 's--',
-                           label=label + (f', {steps} steps' if steps != 600 else ''))
+                           label=label + (f', {steps} steps' if steps != LABEL_STEPS else ''))
             a.axhline(ref[s][metric], color='k', ls='--', lw=1, label='shipped finder (~10^5 labels)')
             if metric == 'auc': a.axhspan(ref[s][metric] - 0.02, ref[s][metric], color='k', alpha=0.08)
             a.set_xscale('log'); a.set_xlabel('labelled lenses'); a.set_ylabel(metric.upper()); a.set_title(f'{s} test set')
