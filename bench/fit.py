@@ -4,7 +4,8 @@ CNN's prediction (on the shipped deblender's ARCS) and, for the first `--blind` 
 likelihood call for the whole ensemble, batched in torch against lenstronomy walker by walker.
 Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less wall time than blind at the same
 accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
-Run: `python bench/fit.py [--n 8] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7]`; writes bench/out/fit.json.
+Run: `python bench/fit.py [--n 8] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
+[--out fit]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
 import json
@@ -56,7 +57,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=8); ap.add_argument('--blind', type=int, default=3)
     ap.add_argument('--max-steps', type=int, default=None); ap.add_argument('--seed', type=int, default=7)
+    ap.add_argument('--starts', default='cnn,blind'); ap.add_argument('--out', default='fit')
     args = ap.parse_args()
+    wanted = args.starts.split(',')
     torch.manual_seed(0)
     cube, pred = reference_cube(args.n, args.seed)
     speed = likelihood_speed(cube, pred)
@@ -68,7 +71,7 @@ def main():
     rows = []
     for i in range(args.n):
         truth = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES}
-        for start in (('cnn', 'blind') if i < args.blind else ('cnn',)):
+        for start in [s for s in (('cnn', 'blind') if i < args.blind else ('cnn',)) if s in wanted]:
             r = fit_lens(cube, i, pred[i] if start == 'cnn' else None, cfg)
             row = fit_row(int(cube.catalog['id'][i]), r)
             row.update(truth_theta_E=truth['theta_E'],
@@ -87,19 +90,21 @@ def main():
     cnn = [r for r in rows if r['start'] == 'cnn']
     blind = [r for r in rows if r['start'] == 'blind']
     paired = [(c, b) for b in blind for c in cnn if c['id'] == b['id']]
+    med = lambda v: float(np.median(v)) if len(v) else None
     summary = dict(
         n=len(cnn), max_steps=args.max_steps, likelihood=speed,
-        cnn_median_abs_rel_error=float(np.median([abs(r['rel_error']) for r in cnn])),
-        cnn_prediction_median_abs_rel_error=float(np.median([abs(r['cnn_rel_error']) for r in cnn])),
-        converged=int(sum(r['converged'] for r in cnn)), median_tau_max=float(np.median([r['tau_max'] for r in cnn])),
-        theta_E_coverage68=float(np.mean([r['covered68'] for r in cnn])), median_seconds_cnn=float(np.median([r['seconds'] for r in cnn])),
+        cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),
+        cnn_prediction_median_abs_rel_error=med([abs(r['cnn_rel_error']) for r in cnn]),
+        converged=int(sum(r['converged'] for r in cnn)), median_tau_max=med([r['tau_max'] for r in cnn]),
+        theta_E_coverage68=float(np.mean([r['covered68'] for r in cnn])) if cnn else None,
+        median_seconds_cnn=med([r['seconds'] for r in cnn]),
         blind_median_abs_rel_error=float(np.median([abs(r['rel_error']) for r in blind])) if blind else None,
         median_seconds_blind=float(np.median([r['seconds'] for r in blind])) if blind else None,
         blind_over_cnn_time=[b['seconds'] / c['seconds'] for c, b in paired],
         same_mode=[abs(b['theta_E'] - c['theta_E']) < 0.02 * c['theta_E'] for c, b in paired])
     print(json.dumps(summary, indent=1))
     OUT.mkdir(exist_ok=True)
-    (OUT / 'fit.json').write_text(json.dumps(dict(summary=summary, rows=rows), indent=1, default=float))
+    (OUT / f'{args.out}.json').write_text(json.dumps(dict(summary=summary, rows=rows), indent=1, default=float))
 
 
 if __name__ == '__main__':

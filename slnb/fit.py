@@ -21,8 +21,8 @@ __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'SOURCE_N_MAX', 'SPEC_NAMES', 'SPEC_LABELS',
            'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess', 'source_guess', 'neighbour_guess',
            'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'laplace_covariance', 'half_sigma_steps',
            'start_walkers', 'FitConfig', 'FitResult', 'crop_size', 'arc_radius', 'arc_start', 'fit_light_and_source',
-           'clump_guess', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces',
-           'plot_cnn_vs_mcmc', 'save_fit_figures']
+           'clump_guess', 'clump_gains', 'drop_weak_clumps', 'find_mode', 'fit_lens', 'fit_row', 'fit_table',
+           'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -467,9 +467,11 @@ class HamiltonianMove:
     "Hamiltonian Monte Carlo (Neal 2011, arXiv:1206.1901) for each walker on its own, as an emcee move: momenta with mass\
  matrix the inverse of `cov`, `n_steps` leapfrog steps of eps (+-20% each time) in the whitened coordinates, accepted\
  by the change of energy; while `adapting`, eps is tuned towards an acceptance of `target`."
-    def __init__(self, value_and_grad, mean: np.ndarray, cov: np.ndarray, n_steps: int = 6, target: float = 0.8):
+    def __init__(self, value_and_grad, mean: np.ndarray, cov: np.ndarray, n_steps: int = 6, target: float = 0.8,
+                 bounds: tuple | None = None):
         import emcee
         self.value_and_grad, self.n_steps, self.target, self.adapting = value_and_grad, n_steps, target, True
+        self.lower, self.upper = (None, None) if bounds is None else (np.asarray(b, float) for b in bounds)
         self.eps, self._cache = len(mean) ** -0.25, None
         self.move = emcee.moves.MHMove(None)          # emcee's bookkeeping (`update`); `propose` is this class's
         self.move.propose = self.propose
@@ -478,6 +480,18 @@ class HamiltonianMove:
     def set(self, mean: np.ndarray, cov: np.ndarray):
         "Whiten with cov from now on (mean unused: the trajectories start at the walkers)."
         self.chol = np.linalg.cholesky(np.asarray(cov, float))
+        self.inv = np.linalg.inv(self.chol)
+
+    def _reflect(self, q: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        "Positions past a bound mirrored back inside and their velocity (chol r) across that bound reversed (Neal 2011,\
+ sec. 5.1): a reversible, volume-preserving map; the energy it changes (the mass matrix is not diagonal) is in dH."
+        if self.lower is None: return q, r
+        low, high = q < self.lower, q > self.upper
+        hit = low | high
+        if not hit.any(): return q, r
+        q = np.where(low, 2 * self.lower - q, np.where(high, 2 * self.upper - q, q))
+        v = r @ self.chol.T
+        return q, np.where(hit, -v, v) @ self.inv.T
 
     def propose(self, model, state):
         import emcee
@@ -488,7 +502,7 @@ class HamiltonianMove:
         eps, r0 = self.eps * rng.uniform(0.8, 1.2), rng.standard_normal((W, D))
         q, r, alive = q0.copy(), r0 + 0.5 * eps * g0 @ self.chol, np.isfinite(lp0)
         for s in range(self.n_steps):
-            q = q + eps * r @ self.chol.T
+            q, r = self._reflect(q + eps * r @ self.chol.T, r)
             lp, g = self.value_and_grad(q)
             alive &= np.isfinite(lp)
             r = r + (eps if s < self.n_steps - 1 else 0.5 * eps) * g @ self.chol
@@ -576,14 +590,15 @@ def _revive(state, accepted: np.ndarray, random):
 def run_sampler(log_prob, p0: np.ndarray, cfg: SamplerConfig | None = None, backend: str | None = None,
                 name: str = 'mcmc', show_progress: bool = False, desc: str = 'mcmc', vectorize: bool = False,
                 mean: np.ndarray | None = None, cov: np.ndarray | None = None, value_and_grad=None,
-                unbounded: Unbounded | None = None) -> ChainSummary:
+                unbounded: Unbounded | None = None, bounds: tuple | None = None) -> ChainSummary:
     "Run emcee from walkers p0 (W, D) until converged or cfg.max_steps; with `backend` (HDF5), saved and resumable;\
  `vectorize`: log_prob takes all walkers (W, D) at once; `mean`, `cov`: the first proposal ('de+t', 'hmc'; else p0's);\
  `value_and_grad`: log L (W,) and its gradient (W, D) of walkers (W, D), for 'hmc'; `unbounded`: sample z of that\
- transform instead of x (the HDF5 chain holds z; the summary is in x)."
+ transform instead of x (the HDF5 chain holds z; the summary is in x); `bounds` (lower, upper): 'hmc' reflects there."
     cfg = cfg or SamplerConfig()
     if cfg.moves == 'hmc' and value_and_grad is None: raise ValueError("moves 'hmc' needs the log L's gradient (value_and_grad)")
-    if unbounded is None: return _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize, mean, cov, value_and_grad)
+    if unbounded is None: return _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize, mean, cov,
+                                            value_and_grad, bounds=bounds)
     u = unbounded
     mean = np.mean(p0, 0) if mean is None else mean
     out = _run_emcee(u.log_prob(log_prob), u.to_z(p0), cfg, backend, name, show_progress, desc, vectorize, u.to_z(mean),
@@ -593,7 +608,7 @@ def run_sampler(log_prob, p0: np.ndarray, cfg: SamplerConfig | None = None, back
     return replace(out, samples=u.to_x(out.samples), best=u.to_x(out.best), trace=trace)
 
 def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize, mean, cov, value_and_grad,
-               log_jacobian=None) -> ChainSummary:
+               log_jacobian=None, bounds=None) -> ChainSummary:
     "run_sampler's emcee loop; the best sample is that of the highest log L (log p less `log_jacobian` if given)."
     import emcee
     from slnb.core import progress
@@ -606,7 +621,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
         if done == 0: store.reset(nwalkers, ndim)
     adapt = cfg.adapt_steps if cfg.moves in ('de+t', 'hmc') else 0
     mean, cov = np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov
-    t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog) if cfg.moves == 'hmc' else
+    t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog, bounds=bounds) if cfg.moves == 'hmc' else
          StudentTIndependence(mean, cov) if adapt else None)
     sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, backend=store, moves=_moves(cfg.moves, t), vectorize=vectorize)
     sampler.random_state = np.random.RandomState([cfg.seed, done]).get_state()
@@ -861,10 +876,12 @@ class FitConfig:
     supersample: int = 2
     shapelets: int | None = None     # a Sérsic + 3 clumps fitted 8 lenstronomy-made lenses better than shapelets (n_max 4)
     clumps: int = 3
+    clump_min_gain: float = 25.0     # a clump that raises log L by less is dropped before the sampler (`drop_weak_clumps`)
     neighbours: int = 2              # at most this many unlensed neighbours modelled (found in LENS_LIGHT)
     crop: bool = True
-    walkers: int = 16                # hmc: each walker is a chain of its own; the ensemble moves take at least 2 D + 2
+    walkers: int = 8                 # hmc: each walker is a chain of its own; the ensemble moves take at least 2 D + 2
     search_cnn: tuple[int, int] = (32, 40)
+    blind_factors: tuple[float, ...] = (0.65, 0.8, 0.95)   # blind: theta_E starts, x the arcs' radius; the best mode kept
     polish_iter: int = 100
     batched: bool = True
     unbounded: bool = False          # hmc: sample the logit of each bounded parameter (no walls; slower on the bench lenses)
@@ -951,14 +968,15 @@ def arc_radius(cube: Cube, i: int, cx: float, cy: float, max_radius: float = 3.5
     w = np.where((w > 0.2 * w.max()) & (r < max_radius) & (r > cube.pixel_scale), w, 0.0) if w.max() > 0 else w
     return _light_moments(w, x, y, cx, cy, max_radius)['R_sersic'] if w.sum() > 0 else 1.0
 
-def arc_start(cube: Cube, i: int, mass: str = 'SIE') -> tuple[dict, np.ndarray]:
-    "The blind start: the lens round at the light's centroid with theta_E 0.85 x `arc_radius`, the light's moments,\
+def arc_start(cube: Cube, i: int, mass: str = 'SIE', factor: float = 0.85) -> tuple[dict, np.ndarray]:
+    "A blind start: the lens round at the light's centroid with theta_E `factor` x `arc_radius`, the light's moments,\
  the source where the arcs map (`source_guess`); and 1 sigma (7,): 25% in theta_E, 0.1 in e, 0.05 in the shear,\
  0.05\" in the centre (the search then spans 3 sigma, as from the CNN)."
     b = blind_start(cube, i, mass)
     cx, cy = b['lens'][0]['center_x'], b['lens'][0]['center_y']
-    te = float(np.clip(0.85 * arc_radius(cube, i, cx, cy), 0.3, 3.0))
-    lens = lens_start([te, 0, 0, 0, 0, cx, cy], mass=mass)
+    te = float(np.clip(factor * arc_radius(cube, i, cx, cy), 0.3, 3.0))
+    lens = lens_start([te, 1e-3, 0, 0, 0, cx, cy], mass=mass)   # at e = (0, 0) the axis angle's gradient is 0/0: the
+                                                                # gradient polish stopped there at once (log L NaN)
     return (dict(lens=lens, lens_light=b['lens_light'], source=[source_guess(cube, i, lens, mass)]),
             np.array([0.25 * te, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05]))
 
@@ -1019,45 +1037,86 @@ def _with_clumps(cube: Cube, i: int, lk: LensLikelihood, f, x: np.ndarray, cfg: 
     f = _log_prob(lk, cfg.batched)
     return lk, f, fit_light_and_source(f, lk, lk.args(found), rng, polish_iter=cfg.polish_iter)
 
+def clump_gains(bl: BatchedLikelihood, x: np.ndarray) -> np.ndarray:
+    "How much each clump of fit x raises log L (n_clumps,): log L less that with the clump moved off the image (its\
+ amplitudes then 0, the other components' solved again)."
+    import torch
+    first = 1 + (bl.n_max is not None)
+    p = np.repeat(np.asarray(x, float)[None], bl.n_clumps + 1, 0)
+    for k in range(bl.n_clumps): p[k + 1, bl.col[f'center_x_source_light{first + k}']] = 1e3
+    with torch.no_grad(): lp = bl._log_prob(torch.as_tensor(p, dtype=torch.float64, device=bl.device)).cpu().numpy()
+    return lp[0] - lp[1:]
+
+def drop_weak_clumps(cube: Cube, i: int, lk: LensLikelihood, f, x: np.ndarray, cfg: 'FitConfig') -> tuple:
+    "The likelihood, log-prob and vector without the clumps of fit x that raise log L by less than cfg.clump_min_gain,\
+ polished again (unchanged where none is that weak, or without the batched likelihood)."
+    if not (lk.model.clumps and isinstance(f, BatchedLikelihood) and cfg.clump_min_gain > 0): return lk, f, x
+    keep = clump_gains(f, x) >= cfg.clump_min_gain
+    if keep.all(): return lk, f, x
+    found = lk.kwargs(x)
+    first = len(found['source']) - lk.model.clumps
+    found['source'] = found['source'][:first] + [d for d, k in zip(found['source'][first:], keep) if k]
+    lk = LensLikelihood(cube, i, found, replace(lk.model, clumps=int(keep.sum())))
+    f = _log_prob(lk, cfg.batched)
+    lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
+    x, _ = polish(f, lk.args(found), lo, hi, _steps(lk), 5 * cfg.polish_iter, rounds=2, value_and_grad=f.value_and_grad)
+    return lk, f, x
+
 def _neighbours(cube: Cube, i: int, start: dict, crop: int | None, cfg: 'FitConfig') -> list[dict]:
     "Starts of the neighbours that matter to a fit of the central `crop` pixels about the start's lens light."
     half = (crop or max(cube.shape[2:])) * cube.pixel_scale / 2
     ll = start['lens_light'][0]
     return neighbour_guess(cube, i, ll['center_x'], ll['center_y'], half, cfg.neighbours) if cfg.neighbours else []
 
-def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, backend: str | None = None,
-             show_progress: bool = False) -> FitResult:
-    "Fit cutout i of a cube: from the CNN `prediction` (a table row with the seven parameters and `_std`) or blind;\
- the light and source first with the lens held, clumps at the residual's peaks, all parameters polished, a Laplace\
- ball, emcee; with `backend` (HDF5) the chain is kept and a rerun resumes it."
+def find_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig', rng: np.random.Generator,
+              crop: int | None = None, seconds: dict | None = None) -> tuple:
+    "The likelihood, log-prob and polished mode from one start (1 sigma `sd` of its 7 lens parameters) on the central\
+ `crop` pixels: the light and source searched with the lens held, clumps at the residual's peaks, all parameters\
+ polished, weak clumps dropped; the seconds of the search and the polish are added to `seconds`."
     import time
-    cfg, t, t0 = cfg or FitConfig(), {}, time.perf_counter()
-    rng = np.random.default_rng([cfg.sampler.seed, i])
-    model = lambda crop, neighbours=0: FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets, neighbours=neighbours)
-    if prediction is not None:
-        start, sd = cnn_start(cube, i, prediction, cfg.mass)
-        te = start['lens'][0]['theta_E']
-        sd = np.where(np.isfinite(sd) & (sd > 0), sd, [0.1 * te, 0.05, 0.05, 0.03, 0.03, 0.03, 0.03])
-    else: start, sd = arc_start(cube, i, cfg.mass)   # blind: theta_E from the arcs' radius, then as from a CNN
-    crop = crop_size(cube, start['lens'][0]['theta_E'] + 3 * sd[0]) if cfg.crop else None
-    start['lens_light'] += _neighbours(cube, i, start, crop, cfg)
-    lk = LensLikelihood(cube, i, start, model(crop, len(start['lens_light']) - 1))
+    t0 = time.perf_counter()
+    start = dict(start, lens_light=start['lens_light'] + _neighbours(cube, i, start, crop, cfg))
+    model = FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets, neighbours=len(start['lens_light']) - 1)
+    lk = LensLikelihood(cube, i, start, model)
     f = _log_prob(lk, cfg.batched)
     x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),
                              cfg.polish_iter)
     lk, f, x = _with_clumps(cube, i, lk, f, x, cfg, rng)
-    t['search'] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
+    grad = f.value_and_grad if isinstance(f, BatchedLikelihood) else None
+    x, _ = polish(f, x, lo, hi, _steps(lk), cfg.polish_iter * (1 + 4 * (grad is not None)), rounds=2, value_and_grad=grad)
+    lk, f, x = drop_weak_clumps(cube, i, lk, f, x, cfg)
+    if seconds is not None: seconds['search'] += t1 - t0; seconds['polish'] += time.perf_counter() - t1
+    return lk, f, x
+
+def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, backend: str | None = None,
+             show_progress: bool = False) -> FitResult:
+    "Fit cutout i of a cube: from the CNN `prediction` (a table row with the seven parameters and `_std`) or blind\
+ (from each of `cfg.blind_factors`, the mode of highest log L kept); `find_mode`'s search and polish, a Laplace ball,\
+ emcee; with `backend` (HDF5) the chain is kept and a rerun resumes it."
+    import time
+    cfg, t, t0 = cfg or FitConfig(), dict(search=0.0, polish=0.0), time.perf_counter()
+    rng = np.random.default_rng([cfg.sampler.seed, i])
+    if prediction is not None:
+        start, sd = cnn_start(cube, i, prediction, cfg.mass)
+        te = start['lens'][0]['theta_E']
+        starts = [(start, np.where(np.isfinite(sd) & (sd > 0), sd, [0.1 * te, 0.05, 0.05, 0.03, 0.03, 0.03, 0.03]))]
+    else: starts = [arc_start(cube, i, cfg.mass, k) for k in cfg.blind_factors]     # blind: a coarse grid in theta_E
+    crop = crop_size(cube, max(s['lens'][0]['theta_E'] + 3 * sd[0] for s, sd in starts)) if cfg.crop else None
+    modes = [find_mode(cube, i, start, sd, cfg, rng, crop, t) for start, sd in starts]   # log L of the same pixels
+    lk, f, x = modes[int(np.argmax([float(np.asarray(m[1](m[2][None]))[0]) for m in modes]))]
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
     grad = f.value_and_grad if isinstance(f, BatchedLikelihood) else None
     sampler = cfg.sampler if grad is not None or cfg.sampler.moves != 'hmc' else SamplerConfig(moves='de+t', seed=cfg.sampler.seed)
-    x, _ = polish(f, x, lo, hi, _steps(lk), cfg.polish_iter * (1 + 4 * (grad is not None)), rounds=2, value_and_grad=grad)
+    t0p = time.perf_counter()
     cov = laplace_covariance(f, x, _steps(lk), lo, hi, grad)
-    t['polish'] = time.perf_counter() - t0 - t['search']
+    t['polish'] += time.perf_counter() - t0p
     n = cfg.walkers if sampler.moves == 'hmc' else max(cfg.walkers, 2 * lk.ndim + 2)      # ensemble moves: >= 2 D
     p0 = start_walkers(f, x, cov, n, rng, lo, hi)
     chain = run_sampler(f, p0, sampler, backend, name=str(cube.catalog['id'][i]), show_progress=show_progress,
                         vectorize=cfg.batched, mean=x, cov=cov, value_and_grad=grad,
-                        unbounded=Unbounded(lo, hi) if sampler.moves == 'hmc' and cfg.unbounded else None)
+                        unbounded=Unbounded(lo, hi) if sampler.moves == 'hmc' and cfg.unbounded else None, bounds=(lo, hi))
     t['mcmc'] = time.perf_counter() - t0 - t['search'] - t['polish']
     t['total'] = time.perf_counter() - t0
     return FitResult(lk, chain, lk.kwargs(chain.best), -2 * chain.best_log_likelihood / lk.n_data,

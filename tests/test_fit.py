@@ -164,7 +164,7 @@ def test_fit_cube_isolates_failures_and_resumes(cube, tmp_path):
     c.extensions['MASK'] = np.zeros(c.shape, np.uint8); c.extensions['MASK'][1] = 1    # cutout 1: nothing to fit
     try: write_cube(c, tmp_path / 'c.fits')
     finally: del c.extensions['MASK']
-    cfg = FitConfig(walkers=42, search_cnn=(8, 5), shapelets=None,
+    cfg = FitConfig(walkers=42, search_cnn=(8, 5), shapelets=None, blind_factors=(0.8,),
                     sampler=SamplerConfig(max_steps=60, check_every=30))
     t = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'ch', show_progress=False)
     assert list(t['id']) == [0, 1] and t['error'][0] == '' and 'no usable pixel' in t['error'][1]
@@ -191,7 +191,7 @@ def test_fit_cube_on_a_dask_cluster_gives_the_local_numbers(cube, tmp_path):
     from slnb.fit import FitConfig, SamplerConfig, fit_cube
     from slnb.io import write_cube
     write_cube(cube, tmp_path / 'c.fits')
-    cfg = FitConfig(walkers=42, shapelets=None, sampler=SamplerConfig(max_steps=30, check_every=30))
+    cfg = FitConfig(walkers=42, shapelets=None, blind_factors=(0.8,), sampler=SamplerConfig(max_steps=30, check_every=30))
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
         remote = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'a', ids=[1], scheduler=cl.scheduler_address,
                           show_progress=False)
@@ -339,3 +339,5 @@ def test_arc_radius_is_the_ring_radius_and_the_blind_start_uses_it():
     assert abs(arc_radius(cube, 0, 0.0, 0.0) - 1.2) < 0.1
     start, sd = arc_start(cube, 0)
     assert abs(start['lens'][0]['theta_E'] - 0.85 * arc_radius(cube, 0, 0.0, 0.0)) < 0.05 and np.isclose(sd[0], 0.25 * start['lens'][0]['theta_E'])
+    low, _ = arc_start(cube, 0, factor=0.65)                                  # the blind grid's lowest start
+    assert np.isclose(low['lens'][0]['theta_E'] / start['lens'][0]['theta_E'], 0.65 / 0.85)
