@@ -98,8 +98,7 @@ def main():
         converged=int(sum(r['converged'] for r in cnn)), median_tau_max=med([r['tau_max'] for r in cnn]),
         theta_E_coverage68=float(np.mean([r['covered68'] for r in cnn])) if cnn else None,
         median_seconds_cnn=med([r['seconds'] for r in cnn]),
-        blind_median_abs_rel_error=float(np.median([abs(r['rel_error']) for r in blind])) if blind else None,
-        median_seconds_blind=float(np.median([r['seconds'] for r in blind])) if blind else None,
+        blind_median_abs_rel_error=med([abs(r['rel_error']) for r in blind]), median_seconds_blind=med([r['seconds'] for r in blind]),
         blind_over_cnn_time=[b['seconds'] / c['seconds'] for c, b in paired],
         same_mode=[abs(b['theta_E'] - c['theta_E']) < 0.02 * c['theta_E'] for c, b in paired])
     print(json.dumps(summary, indent=1))
