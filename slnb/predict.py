@@ -176,6 +176,7 @@ class PredictorConfig:
     views: int = 32768             # with 'image+arcs': noisy views deblended once (too slow per step on a CPU)
     seed: int = 0
     compile: bool = True
+    amp: bool = False              # bfloat16 autocast in the training steps (a GPU's tensor cores); weights stay float32
 
 # %% ../nbs/50_predict.ipynb #de885772
 @torch.inference_mode()
@@ -207,7 +208,7 @@ def train_predictor(cfg: PredictorConfig, device=None, show_progress: bool = Tru
     bands = get_survey(cfg.survey).select(cfg.bands)
     sigma, device = band_noise(bands), get_device(device)
     pool = TrainingPool(bands, cfg.pool, cfg.seed, cfg.num_pix, 1.0, cfg.min_arc_snr, show_progress=show_progress,
-                        keep_params=True)
+                        keep_params=True, device=device)
     lens = pool.label > 0
     t = pool.params[lens].clone(); t[:, 0] = t[:, 0].log()
     mean, std = t.mean(0).tolist(), t.std(0).tolist()
@@ -232,11 +233,15 @@ def train_predictor(cfg: PredictorConfig, device=None, show_progress: bool = Tru
         x, p = (stored_view(views, view_params, cfg.batch, gen) if with_arcs else
                 predictor_view(pool, cfg.batch, gen, cfg.max_shift_pix))
         x = normalise(x.to(device), sigma.to(device)).contiguous(memory_format=torch.channels_last)
-        loss = gaussian_nll(step_model(x), to_targets(p, mean, std).to(device))
+        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.amp):
+            raw = step_model(x)
+        loss = gaussian_nll(raw.float(), to_targets(p, mean, std).to(device))
         opt.zero_grad(set_to_none=True); loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0); opt.step(); sched.step()
-        losses.append(loss.item())
-        if show_progress and hasattr(bar, 'set_postfix') and step % 50 == 0: bar.set_postfix(nll=f'{np.mean(losses[-50:]):.2f}')
+        losses.append(loss.detach())                                   # read back every 50 steps, not every step
+        if show_progress and hasattr(bar, 'set_postfix') and step % 50 == 0:
+            bar.set_postfix(nll=f'{torch.stack(losses[-50:]).mean().item():.2f}')
+    losses = torch.stack(losses).float().cpu().numpy()
     card = dict(model='LensPredictor', size=cfg.size, survey=cfg.survey, bands=[b.name for b in bands],
                 num_pix=cfg.num_pix, pixel_scale=bands[0].pixel_scale, noise_sigma=[float(s) for s in sigma],
                 inputs=cfg.inputs, deblender=deblender.name if with_arcs else None,
