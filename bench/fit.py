@@ -1,11 +1,12 @@
 """MCMC lens modelling (issue 8): accuracy, convergence and wall time of `slnb.fit.fit_lens` on lenstronomy-made LSST
-g,r,i lenses (arc S/N >= 20, every pixel by lenstronomy: `slnb.reference.reference_lenses`), started from the shipped
+g,r,i lenses (arc S/N >= 20, every pixel by lenstronomy: `slnb.reference.reference_lenses`, the lens light at 8x8
+sub-pixels per pixel: at 3x3 a bright core is off by up to ~100 sigma), started from the shipped
 CNN's prediction (on the shipped deblender's ARCS) and, for the first `--blind` of them, blind; and the time of one
 likelihood call for the whole ensemble, batched in torch against lenstronomy walker by walker.
 Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less wall time than blind at the same
 accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
-[--out fit]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
+[--out fit] [--core 4]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
 import json
@@ -30,7 +31,8 @@ OUT = Path(__file__).parent / 'out'
 def reference_cube(n: int, seed: int):
     "n lenstronomy-made LSST g,r,i lenses as a cube with PSF_<BAND>, the deblender's LENS_LIGHT and ARCS, and the CNN's\
  prediction table."
-    noisy, _, _, cat = reference_lenses(n, 'LSST', 'g,r,i', seed, min_arc_snr=20, show_progress=False)
+    noisy, _, _, cat = reference_lenses(n, 'LSST', 'g,r,i', seed, supersample=(3, 8), min_arc_snr=20,   # lens light: its core
+                                        show_progress=False)
     light, arcs = deblend_images(*load_deblender(find_deblender('LSST', 'g,r,i')), noisy)
     cube = make_cube(noisy, 'LSST', 'g,r,i', catalog=cat, lens_light=light, arcs=arcs)
     cube.header = {f'PSF_{b.name.upper()}': b.psf_fwhm for b in get_survey('LSST').select('g,r,i')}
@@ -58,6 +60,7 @@ def main():
     ap.add_argument('--n', type=int, default=8); ap.add_argument('--blind', type=int, default=3)
     ap.add_argument('--max-steps', type=int, default=None); ap.add_argument('--seed', type=int, default=7)
     ap.add_argument('--starts', default='cnn,blind'); ap.add_argument('--out', default='fit')
+    ap.add_argument('--core', type=int, default=FitConfig.core_supersample, help='FitConfig.core_supersample (0: off)')
     args = ap.parse_args()
     wanted = args.starts.split(',')
     torch.manual_seed(0)
@@ -67,7 +70,7 @@ def main():
           f"batched {speed['batched_s'] * 1e3:.0f} ms, lenstronomy one by one {speed['lenstronomy_s'] * 1e3:.0f} ms "
           f"({speed['ratio']:.1f}x); 16 walkers: log L {speed['log_l_16_s'] * 1e3:.0f} ms, with its gradient "
           f"{speed['value_and_grad_16_s'] * 1e3:.0f} ms", flush=True)
-    cfg = FitConfig(sampler=SamplerConfig(moves='hmc', max_steps=args.max_steps))
+    cfg = FitConfig(sampler=SamplerConfig(moves='hmc', max_steps=args.max_steps), core_supersample=args.core or None)
     rows = []
     for i in range(args.n):
         truth = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES}
@@ -92,7 +95,7 @@ def main():
     paired = [(c, b) for b in blind for c in cnn if c['id'] == b['id']]
     med = lambda v: float(np.median(v)) if len(v) else None
     summary = dict(
-        n=len(cnn), max_steps=args.max_steps, likelihood=speed,
+        n=len(cnn), max_steps=args.max_steps, core_supersample=args.core, likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),
         cnn_prediction_median_abs_rel_error=med([abs(r['cnn_rel_error']) for r in cnn]),
         converged=int(sum(r['converged'] for r in cnn)), median_tau_max=med([r['tau_max'] for r in cnn]),

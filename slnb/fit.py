@@ -99,6 +99,8 @@ class FitModel:
     clumps: int = 0                  # compact knots (Gaussian, CLUMP_SIGMA wide) at free source-plane positions
     neighbours: int = 0              # unlensed neighbouring galaxies: Sérsics beside the lens light (amplitudes linear)
     fix_neighbours: bool = False     # hold the neighbours' shapes at their start (only their amplitudes stay free)
+    core_supersample: int | None = None   # batched SIE likelihood only: the lens light's central 10x10 pixels (11 where odd)
+                                          # at this supersampling; lenstronomy's path keeps `supersample` everywhere
 
     def __post_init__(self):
         if self.mass not in ('SIE', 'EPL'): raise ValueError(f"unknown mass model '{self.mass}': 'SIE' or 'EPL'")
@@ -280,6 +282,13 @@ class BatchedLikelihood:
         self.n_max, self.n_clumps, self.n_light = lk.model.shapelets, lk.model.clumps, 1 + lk.model.neighbours
         self.fixed = {f'{q}_lens_light{k}': float(v) for k, d in enumerate(lk.start['lens_light']) for q, v in d.items()
                       if f'{q}_lens_light{k}' not in self.col}       # held neighbours' shapes
+        self.core = None
+        if lk.model.core_supersample:                 # a steep Sérsic core: supersample 2 is off by ~100 sigma there
+            kc, nr, nc = lk.model.core_supersample, min(H, 10 + H % 2), min(W, 10 + W % 2)
+            r0, c0, sub = (H - nr) // 2, (W - nc) // 2, (np.arange(kc) + 0.5) / kc - 0.5
+            yc, xc = np.meshgrid(kd['dec_at_xy_0'] + (r0 + np.arange(nr)[:, None] + sub).ravel() * s,
+                                 kd['ra_at_xy_0'] + (c0 + np.arange(nc)[:, None] + sub).ravel() * s, indexing='ij')
+            self.core = (t(xc.ravel())[None], t(yc.ravel())[None], r0, c0, nr, nc, kc, 0.4 * s / kc)
 
     def _clumps(self, bx, by, c) -> list:
         "Unit-peak Gaussian knots at source-plane positions bx, by (the clumps follow the Sérsic and the shapelets)."
@@ -309,7 +318,16 @@ class BatchedLikelihood:
         imgs += self._clumps(bx, by, c)
         H, W = self.shape
         sub = torch.stack(imgs).reshape(len(imgs), -1, H, self.k, W, self.k)
-        return sub.sum(-1).sum(-2) / self.k ** 2         # pixel means; summing the innermost axis first is ~5x faster
+        out = sub.sum(-1).sum(-2) / self.k ** 2          # pixel means; summing the innermost axis first is ~5x faster
+        if self.core is not None:                        # the lens light's central pixels, finer
+            xc, yc, r0, c0, nr, nc, kc, eps = self.core
+            cx, cy = c('center_x_lens_light0')[:, None], c('center_y_lens_light0')[:, None]
+            dx, dy = xc - cx, yc - cy                    # a sub-pixel nearer the cusp than eps is read at eps: a point
+            r = torch.sqrt(dx ** 2 + dy ** 2)            # there stands for its sub-pixel's mean (one on it, at +x)
+            push, on = (eps / r.clamp_min(1e-12)).clamp_min(1.0), r < 1e-12
+            core = light(cx + torch.where(on, eps, dx * push), cy + torch.where(on, 0.0, dy * push), 'lens_light0')
+            out[0, :, r0:r0 + nr, c0:c0 + nc] = core.reshape(-1, nr, kc, nc, kc).sum(-1).sum(-2) / kc ** 2
+        return out
 
     def _convolve(self, img):
         "Each band's PSF applied to images (M, 1, H, W): (M, B, H, W)."
@@ -874,6 +892,7 @@ class FitConfig:
     "How each lens is fitted: model, crop, walkers, searches (particles, iterations) and sampler."
     mass: str = 'SIE'
     supersample: int = 2
+    core_supersample: int | None = 8  # the lens light's central pixels (`FitModel.core_supersample`)
     shapelets: int | None = None     # a Sérsic + 3 clumps fitted 8 lenstronomy-made lenses better than shapelets (n_max 4)
     clumps: int = 3
     clump_min_gain: float = 25.0     # a clump that raises log L by less is dropped before the sampler (`drop_weak_clumps`)
@@ -1076,7 +1095,8 @@ def find_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig',
     import time
     t0 = time.perf_counter()
     start = dict(start, lens_light=start['lens_light'] + _neighbours(cube, i, start, crop, cfg))
-    model = FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets, neighbours=len(start['lens_light']) - 1)
+    model = FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets, neighbours=len(start['lens_light']) - 1,
+                     core_supersample=cfg.core_supersample)
     lk = LensLikelihood(cube, i, start, model)
     f = _log_prob(lk, cfg.batched)
     x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),

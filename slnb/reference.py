@@ -94,12 +94,14 @@ def _image_model(kw_band: dict, num_pix: int, supersample: int, lens_models: lis
                       lens_light_model_class=LightModel(['SERSIC_ELLIPSE'] * n_ll), point_source_class=ps,
                       kwargs_numerics={'supersampling_factor': supersample})
 
-def render_reference(scenes: Scenes, survey: str, bands: list[str], num_pix: int = 64, supersample: int = 3,
+def render_reference(scenes: Scenes, survey: str, bands: list[str], num_pix: int = 64, supersample: int | tuple = 3,
                      seed: int = 0, show_progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Noisy images, noiseless images and arcs alone, each (N, B, H, W) electron/s, of `scenes` made by lenstronomy only."
+    "Noisy images, noiseless images and arcs alone, each (N, B, H, W) electron/s, of `scenes` made by lenstronomy only\
+ (`supersample`: one factor, or (everything, lens light): a bright Sérsic core needs ~8)."
     from lenstronomy.SimulationAPI.observation_api import SingleBand
     kws = [lenstronomy_band(survey, b) for b in bands]
     noise = [SingleBand(**kw) for kw in kws]
+    ss, ss_light = (supersample, supersample) if np.isscalar(supersample) else supersample
     N, B = len(scenes), len(bands)
     clean, arcs = np.zeros((2, N, B, num_pix, num_pix))
     seeds = np.random.SeedSequence(seed).generate_state(N * B).reshape(N, B)
@@ -108,9 +110,14 @@ def render_reference(scenes: Scenes, survey: str, bands: list[str], num_pix: int
         for j in range(B):
             t = lenstronomy_terms(scenes, i, j)
             key = (j, tuple(t['lens_models']), len(t['kwargs_source']), len(t['kwargs_lens_light']), len(t['kwargs_ps']))
-            if key not in models: models[key] = _image_model(kws[j], num_pix, supersample, *key[1:])
+            if key not in models: models[key] = _image_model(kws[j], num_pix, ss, *key[1:])
             args = (t['kwargs_lens'], t['kwargs_source'], t['kwargs_lens_light'], t['kwargs_ps'])
-            clean[i, j] = models[key].image(*args)
+            clean[i, j] = models[key].image(*args, lens_light_add=ss_light == ss)
+            if ss_light != ss:                                                      # the lens light, finer
+                lkey = (j, 'light', tuple(t['lens_models']), len(t['kwargs_lens_light']))
+                if lkey not in models: models[lkey] = _image_model(kws[j], num_pix, ss_light, t['lens_models'], 0, lkey[3], 0)
+                clean[i, j] += models[lkey].image(t['kwargs_lens'], [], t['kwargs_lens_light'], None, source_add=False,
+                                                  point_source_add=False)
             if t['kwargs_source']: arcs[i, j] = models[key].image(*args, lens_light_add=False, point_source_add=False)
             noisy[i, j] = clean[i, j] + noise[j].noise_for_model(np.maximum(clean[i, j], 0), seed=int(seeds[i, j]))
     return noisy, clean, arcs
