@@ -892,7 +892,8 @@ class FitConfig:
     "How each lens is fitted: model, crop, walkers, searches (particles, iterations) and sampler."
     mass: str = 'SIE'
     supersample: int = 2
-    core_supersample: int | None = 8  # the lens light's central pixels (`FitModel.core_supersample`)
+    core_supersample: int | None = None  # 8: the lens light's central pixels finer (`FitModel.core_supersample`);
+                                     # off: on bench/fit.py it cost ~1.5x per step and gained nothing measurable
     shapelets: int | None = None     # a Sérsic + 3 clumps fitted 8 lenstronomy-made lenses better than shapelets (n_max 4)
     clumps: int = 3
     clump_min_gain: float = 25.0     # a clump that raises log L by less is dropped before the sampler (`drop_weak_clumps`)
