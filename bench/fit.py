@@ -6,7 +6,7 @@ likelihood call for the whole ensemble, batched in torch against lenstronomy wal
 Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less wall time than blind at the same
 accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
-[--out fit] [--core 4]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
+[--out fit] [--core 8 (default: FitConfig's, off)]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
 import json
