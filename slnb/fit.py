@@ -16,13 +16,13 @@ from .surveys import get_survey
 
 # %% auto #0
 __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'SOURCE_N_MAX', 'SPEC_NAMES', 'SPEC_LABELS', 'FitDataError', 'band_psf', 'band_noise_map',
-           'band_data', 'FitModel', 'lens_start', 'truth_start', 'clump_repulsion', 'LensLikelihood', 'shapelet_basis',
-           'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'StudentTIndependence',
-           'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess', 'source_guess', 'neighbour_guess',
-           'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'laplace_covariance', 'half_sigma_steps',
-           'start_walkers', 'FitConfig', 'FitResult', 'crop_size', 'arc_radius', 'arc_start', 'fit_light_and_source',
-           'clump_guess', 'clump_gains', 'drop_weak_clumps', 'find_mode', 'fit_lens', 'fit_row', 'fit_table',
-           'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
+           'band_data', 'FitModel', 'lens_start', 'truth_start', 'clump_repulsion', 'centre_prior', 'LensLikelihood',
+           'footprint_radius', 'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary',
+           'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess', 'source_guess',
+           'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'laplace_covariance',
+           'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size', 'arc_radius', 'arc_start',
+           'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps', 'find_mode', 'fit_lens', 'fit_row',
+           'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -101,6 +101,9 @@ class FitModel:
     fix_neighbours: bool = False     # hold the neighbours' shapes at their start (only their amplitudes stay free)
     core_supersample: int | None = None   # batched SIE likelihood only: the lens light's central 10x10 pixels (11 where odd)
                                           # at this supersampling; lenstronomy's path keeps `supersample` everywhere
+    centre_sigma: float | None = None     # arcsec: a Gaussian prior on the mass centre about the lens light's (`centre_prior`)
+    source_cusp: bool = False             # batched SIE likelihood only: a sub-pixel nearer the source Sérsic's centre than its
+                                          # footprint's rms radius there is read at that radius (`footprint_radius`)
 
     def __post_init__(self):
         if self.mass not in ('SIE', 'EPL'): raise ValueError(f"unknown mass model '{self.mass}': 'SIE' or 'EPL'")
@@ -147,6 +150,10 @@ def clump_repulsion(xy):
  separation)^4. It keeps clumps apart: two that meet make a dipole of huge opposite amplitudes (seen: +-5e4)."
     i, j = np.triu_indices(xy.shape[1], 1)
     return (((2 * CLUMP_SIGMA) ** 2 / ((xy[:, i] - xy[:, j]) ** 2).sum(-1)) ** 2).sum(-1)
+
+def centre_prior(dx, dy, sigma: float | None):
+    "-log prior of mass-light centre offsets dx, dy (arcsec; numpy or torch): (dx^2 + dy^2) / (2 sigma^2); 0 without sigma."
+    return 0 * dx if not sigma else 0.5 * (dx ** 2 + dy ** 2) / sigma ** 2
 
 def _sigmas(kws: list[dict]) -> list[dict]:
     "Initial spreads of lenstronomy keyword lists (0.05 in every parameter: arcsec, or dimensionless)."
@@ -209,10 +216,13 @@ class LensLikelihood:
         return dict(lens=k['kwargs_lens'], source=k['kwargs_source'], lens_light=k['kwargs_lens_light'])
 
     def log_likelihood(self, args) -> float:
-        "log L = -chi^2 / 2 of a sampled vector, less the clumps' `clump_repulsion` (-inf outside the bounds)."
+        "log L = -chi^2 / 2 of a sampled vector, less the clumps' `clump_repulsion` and the `centre_prior` (-inf outside the bounds)."
         v = self.likelihood.logL(np.asarray(args, float))
-        knots = [d for d in self.kwargs(args)['source'] if 'sigma' in d]
+        kw = self.kwargs(args)
+        knots = [d for d in kw['source'] if 'sigma' in d]
         if len(knots) > 1: v -= float(clump_repulsion(np.array([[[d['center_x'], d['center_y']] for d in knots]]))[0])
+        m, ll = kw['lens'][0], kw['lens_light'][0]
+        v -= centre_prior(m['center_x'] - ll['center_x'], m['center_y'] - ll['center_y'], self.model.centre_sigma)
         return float(v) if np.isfinite(v) and v > -1e15 else -np.inf
 
     def chi2_red(self, args) -> float:
@@ -230,6 +240,15 @@ def _filter_matrix(kernels: np.ndarray, n: int) -> np.ndarray:
     m = np.zeros((B, n, n))
     for b in range(B): np.add.at(m[b], (np.repeat(np.arange(n), L), idx.ravel()), np.tile(kernels[b], n))
     return m
+
+def footprint_radius(bx, by, shape: tuple, k: int, subpixel: float):
+    "The rms radius (N, P) arcsec of each square sub-pixel (`subpixel` arcsec, k x k per pixel of `shape`) mapped to the\
+ source plane by the lens equation's local Jacobian A (differences of the source positions bx, by (N, P) along the\
+ sub-pixel grid): subpixel |A|_F / sqrt(12), 0.41 subpixel where A = 1."
+    import torch
+    n = (-1, shape[0] * k, shape[1] * k)
+    g = torch.gradient(bx.reshape(n), spacing=subpixel, dim=(1, 2)) + torch.gradient(by.reshape(n), spacing=subpixel, dim=(1, 2))
+    return (subpixel * torch.sqrt(sum(d ** 2 for d in g) / 12)).reshape(bx.shape)
 
 def shapelet_basis(x, y, n_max: int):
     "The 2-D Cartesian shapelets phi_n1(x) phi_n2(y), n1 + n2 <= n_max (Refregier 2003), at dimensionless x, y (...):\
@@ -260,7 +279,7 @@ class BatchedLikelihood:
         sub = (np.arange(k) + 0.5) / k - 0.5
         cols = (np.arange(W)[:, None] + sub[None]).ravel(); rows = (np.arange(H)[:, None] + sub[None]).ravel()
         y, x = np.meshgrid(kd['dec_at_xy_0'] + rows * s, kd['ra_at_xy_0'] + cols * s, indexing='ij')
-        self.x, self.y, self.shape, self.k = t(x.ravel())[None], t(y.ravel())[None], (H, W), k
+        self.x, self.y, self.shape, self.k, self.subpixel = t(x.ravel())[None], t(y.ravel())[None], (H, W), k, s / k
         self.data = t(np.stack([b[0]['image_data'] for b in bands])).double()
         self.weight = t(np.stack([lk.masks[j] / b[0]['noise_map'] ** 2 for j, b in enumerate(bands)])).double()
         self.gaussian = all(b[1]['psf_type'] == 'GAUSSIAN' for b in bands)
@@ -298,6 +317,17 @@ class BatchedLikelihood:
                                                      + (by - c(f'center_y_source_light{first + k}')[:, None]) ** 2))
                 for k in range(self.n_clumps)]
 
+    def _off_cusp(self, bx, by, c) -> tuple:
+        "Source-plane positions bx, by with those nearer the source Sérsic's centre than their sub-pixel's footprint\
+ radius (`footprint_radius`) moved out to it: a point on the cusp would stand for its whole sub-pixel."
+        import torch
+        eps = footprint_radius(bx, by, self.shape, self.k, self.subpixel)
+        cx, cy = c('center_x_source_light0')[:, None], c('center_y_source_light0')[:, None]
+        dx, dy = bx - cx, by - cy
+        r = torch.sqrt(dx ** 2 + dy ** 2)
+        push, on = (eps / r.clamp_min(1e-12)).clamp_min(1.0), r < 1e-12
+        return cx + torch.where(on, eps, dx * push), cy + torch.where(on, torch.zeros_like(dy), dy * push)
+
     def _images(self, p):
         "Unconvolved lens light and neighbours, lensed Sérsic source, lensed shapelets and clumps (K, W, H, W_pix), unit amplitudes,\
  pixel averages."
@@ -310,7 +340,7 @@ class BatchedLikelihood:
         bx, by = self.x - ax - g1 * dx - g2 * dy, self.y - ay - g2 * dx + g1 * dy
         light = lambda xx, yy, tag: sersic_profile(xx, yy, *(c(f'{q}_{tag}') for q in ('R_sersic', 'n_sersic', 'e1', 'e2', 'center_x', 'center_y')))
         imgs = [light(self.x.expand_as(bx), self.y.expand_as(by), f'lens_light{k}') for k in range(self.n_light)]
-        imgs.append(light(bx, by, 'source_light0'))
+        imgs.append(light(*self._off_cusp(bx, by, c), 'source_light0') if self.lk.model.source_cusp else light(bx, by, 'source_light0'))
         if self.n_max is not None:
             beta = c('beta_source_light1')[:, None]
             imgs += shapelet_basis((bx - c('center_x_source_light0')[:, None]) / beta,
@@ -363,10 +393,13 @@ class BatchedLikelihood:
         return torch.where(ok, self._log_prob(p), -torch.inf).cpu().numpy()
 
     def _log_prob(self, p):
-        "-chi^2 / 2 less the clumps' repulsion, of walkers p (N, D) float64 (differentiable; -inf where not finite)."
+        "-chi^2 / 2 less the clumps' repulsion and the centre prior, of walkers p (N, D) float64 (differentiable; -inf where\
+ not finite)."
         import torch
         _, _, chi2 = self._solve(p)
-        lp = -0.5 * chi2
+        c = lambda name: p[:, self.col[name]]
+        lp = -0.5 * chi2 - centre_prior(c('center_x_lens0') - c('center_x_lens_light0'),
+                                        c('center_y_lens0') - c('center_y_lens_light0'), self.lk.model.centre_sigma)
         if self.n_clumps > 1:
             first = 1 + (self.n_max is not None)
             xy = torch.stack([torch.stack([p[:, self.col[f'center_{a}_source_light{first + k}']] for a in 'xy'], -1)
@@ -894,6 +927,8 @@ class FitConfig:
     supersample: int = 2
     core_supersample: int | None = None  # 8: the lens light's central pixels finer (`FitModel.core_supersample`);
                                      # off: on bench/fit.py it cost ~1.5x per step and gained nothing measurable
+    centre_sigma: float | None = None # arcsec: the mass centre's Gaussian prior about the lens light's (None: free)
+    source_cusp: bool = False         # keep sub-pixels off the source Sérsic's cusp (`FitModel.source_cusp`)
     shapelets: int | None = None     # a Sérsic + 3 clumps fitted 8 lenstronomy-made lenses better than shapelets (n_max 4)
     clumps: int = 3
     clump_min_gain: float = 25.0     # a clump that raises log L by less is dropped before the sampler (`drop_weak_clumps`)
@@ -1097,7 +1132,7 @@ def find_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig',
     t0 = time.perf_counter()
     start = dict(start, lens_light=start['lens_light'] + _neighbours(cube, i, start, crop, cfg))
     model = FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets, neighbours=len(start['lens_light']) - 1,
-                     core_supersample=cfg.core_supersample)
+                     core_supersample=cfg.core_supersample, centre_sigma=cfg.centre_sigma, source_cusp=cfg.source_cusp)
     lk = LensLikelihood(cube, i, start, model)
     f = _log_prob(lk, cfg.batched)
     x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),
