@@ -17,12 +17,13 @@ from .surveys import get_survey
 # %% auto #0
 __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'SOURCE_N_MAX', 'SPEC_NAMES', 'SPEC_LABELS', 'FitDataError', 'band_psf', 'band_noise_map',
            'band_data', 'FitModel', 'lens_start', 'truth_start', 'clump_repulsion', 'centre_prior', 'LensLikelihood',
-           'footprint_radius', 'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary',
-           'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess', 'source_guess',
-           'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'laplace_covariance',
-           'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size', 'arc_radius', 'arc_start',
-           'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps', 'find_mode', 'fit_lens', 'fit_row',
-           'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
+           'off_cusp', 'footprint_radius', 'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig', 'start_ball',
+           'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess',
+           'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish',
+           'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size',
+           'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps',
+           'find_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces',
+           'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -241,6 +242,15 @@ def _filter_matrix(kernels: np.ndarray, n: int) -> np.ndarray:
     for b in range(B): np.add.at(m[b], (np.repeat(np.arange(n), L), idx.ravel()), np.tile(kernels[b], n))
     return m
 
+def off_cusp(x, y, cx, cy, eps) -> tuple:
+    "Points x, y (torch) nearer a cusp at (cx, cy) than eps (arcsec: one, or one per point) moved out to eps along\
+ their direction (one on it to +x): a point on the cusp would stand for its whole sub-pixel."
+    import torch
+    dx, dy = x - cx, y - cy
+    r = torch.sqrt(dx ** 2 + dy ** 2)
+    push, on = (eps / r.clamp_min(1e-12)).clamp_min(1.0), r < 1e-12
+    return cx + torch.where(on, eps, dx * push), cy + torch.where(on, torch.zeros_like(dy), dy * push)
+
 def footprint_radius(bx, by, shape: tuple, k: int, subpixel: float):
     "The rms radius (N, P) arcsec of each square sub-pixel (`subpixel` arcsec, k x k per pixel of `shape`) mapped to the\
  source plane by the lens equation's local Jacobian A (differences of the source positions bx, by (N, P) along the\
@@ -317,17 +327,6 @@ class BatchedLikelihood:
                                                      + (by - c(f'center_y_source_light{first + k}')[:, None]) ** 2))
                 for k in range(self.n_clumps)]
 
-    def _off_cusp(self, bx, by, c) -> tuple:
-        "Source-plane positions bx, by with those nearer the source Sérsic's centre than their sub-pixel's footprint\
- radius (`footprint_radius`) moved out to it: a point on the cusp would stand for its whole sub-pixel."
-        import torch
-        eps = footprint_radius(bx, by, self.shape, self.k, self.subpixel)
-        cx, cy = c('center_x_source_light0')[:, None], c('center_y_source_light0')[:, None]
-        dx, dy = bx - cx, by - cy
-        r = torch.sqrt(dx ** 2 + dy ** 2)
-        push, on = (eps / r.clamp_min(1e-12)).clamp_min(1.0), r < 1e-12
-        return cx + torch.where(on, eps, dx * push), cy + torch.where(on, torch.zeros_like(dy), dy * push)
-
     def _images(self, p):
         "Unconvolved lens light and neighbours, lensed Sérsic source, lensed shapelets and clumps (K, W, H, W_pix), unit amplitudes,\
  pixel averages."
@@ -340,7 +339,10 @@ class BatchedLikelihood:
         bx, by = self.x - ax - g1 * dx - g2 * dy, self.y - ay - g2 * dx + g1 * dy
         light = lambda xx, yy, tag: sersic_profile(xx, yy, *(c(f'{q}_{tag}') for q in ('R_sersic', 'n_sersic', 'e1', 'e2', 'center_x', 'center_y')))
         imgs = [light(self.x.expand_as(bx), self.y.expand_as(by), f'lens_light{k}') for k in range(self.n_light)]
-        imgs.append(light(*self._off_cusp(bx, by, c), 'source_light0') if self.lk.model.source_cusp else light(bx, by, 'source_light0'))
+        if self.lk.model.source_cusp:                    # the source's cusp, off the sub-pixels' points
+            imgs.append(light(*off_cusp(bx, by, c('center_x_source_light0')[:, None], c('center_y_source_light0')[:, None],
+                                        footprint_radius(bx, by, self.shape, self.k, self.subpixel)), 'source_light0'))
+        else: imgs.append(light(bx, by, 'source_light0'))
         if self.n_max is not None:
             beta = c('beta_source_light1')[:, None]
             imgs += shapelet_basis((bx - c('center_x_source_light0')[:, None]) / beta,
@@ -351,11 +353,7 @@ class BatchedLikelihood:
         out = sub.sum(-1).sum(-2) / self.k ** 2          # pixel means; summing the innermost axis first is ~5x faster
         if self.core is not None:                        # the lens light's central pixels, finer
             xc, yc, r0, c0, nr, nc, kc, eps = self.core
-            cx, cy = c('center_x_lens_light0')[:, None], c('center_y_lens_light0')[:, None]
-            dx, dy = xc - cx, yc - cy                    # a sub-pixel nearer the cusp than eps is read at eps: a point
-            r = torch.sqrt(dx ** 2 + dy ** 2)            # there stands for its sub-pixel's mean (one on it, at +x)
-            push, on = (eps / r.clamp_min(1e-12)).clamp_min(1.0), r < 1e-12
-            core = light(cx + torch.where(on, eps, dx * push), cy + torch.where(on, 0.0, dy * push), 'lens_light0')
+            core = light(*off_cusp(xc, yc, c('center_x_lens_light0')[:, None], c('center_y_lens_light0')[:, None], eps), 'lens_light0')
             out[0, :, r0:r0 + nr, c0:c0 + nc] = core.reshape(-1, nr, kc, nc, kc).sum(-1).sum(-2) / kc ** 2
         return out
 
