@@ -6,7 +6,8 @@ likelihood call for the whole ensemble, batched in torch against lenstronomy wal
 Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less wall time than blind at the same
 accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
-[--out fit] [--core 8 (default: FitConfig's, off)] [--cusp 0|1 (default: FitConfig's source_cusp)]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
+[--out fit] [--core 8 (default: FitConfig's, off)] [--cusp 0|1 (default: FitConfig's source_cusp)]
+[--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off)`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
 import json
@@ -62,6 +63,10 @@ def main():
     ap.add_argument('--starts', default='cnn,blind'); ap.add_argument('--out', default='fit')
     ap.add_argument('--core', type=int, default=FitConfig.core_supersample, help='FitConfig.core_supersample (0: off)')
     ap.add_argument('--cusp', type=int, default=int(FitConfig.source_cusp), help='FitConfig.source_cusp (0: off, 1: on)')
+    ap.add_argument('--ellipticity-sigma', type=float, default=FitConfig.ellipticity_sigma or 0,
+                    help="FitConfig.ellipticity_sigma: the mass e1, e2's Gaussian prior about the lens light's (0: off)")
+    ap.add_argument('--shear-sigma', type=float, default=FitConfig.shear_sigma or 0,
+                    help="FitConfig.shear_sigma: the shear's Gaussian prior about 0 (0: off)")
     args = ap.parse_args()
     wanted = args.starts.split(',')
     torch.manual_seed(0)
@@ -72,7 +77,8 @@ def main():
           f"({speed['ratio']:.1f}x); 16 walkers: log L {speed['log_l_16_s'] * 1e3:.0f} ms, with its gradient "
           f"{speed['value_and_grad_16_s'] * 1e3:.0f} ms", flush=True)
     cfg = FitConfig(sampler=SamplerConfig(moves='hmc', max_steps=args.max_steps), core_supersample=args.core or None,
-                    source_cusp=bool(args.cusp))
+                    source_cusp=bool(args.cusp), ellipticity_sigma=args.ellipticity_sigma or None,
+                    shear_sigma=args.shear_sigma or None)
     rows = []
     for i in range(args.n):
         truth = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES}
@@ -97,7 +103,8 @@ def main():
     paired = [(c, b) for b in blind for c in cnn if c['id'] == b['id']]
     med = lambda v: float(np.median(v)) if len(v) else None
     summary = dict(
-        n=len(cnn), max_steps=args.max_steps, core_supersample=args.core, source_cusp=bool(args.cusp), likelihood=speed,
+        n=len(cnn), max_steps=args.max_steps, core_supersample=args.core, source_cusp=bool(args.cusp),
+        ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),
         cnn_prediction_median_abs_rel_error=med([abs(r['cnn_rel_error']) for r in cnn]),
         converged=int(sum(r['converged'] for r in cnn)), median_tau_max=med([r['tau_max'] for r in cnn]),

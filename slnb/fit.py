@@ -16,11 +16,11 @@ from .surveys import get_survey
 
 # %% auto #0
 __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'SOURCE_N_MAX', 'SPEC_NAMES', 'SPEC_LABELS', 'FitDataError', 'band_psf', 'band_noise_map',
-           'band_data', 'FitModel', 'lens_start', 'truth_start', 'clump_repulsion', 'centre_prior', 'LensLikelihood',
-           'off_cusp', 'footprint_radius', 'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig', 'start_ball',
-           'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess',
-           'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish',
-           'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size',
+           'band_data', 'FitModel', 'lens_start', 'truth_start', 'clump_repulsion', 'pair_prior', 'structure_prior',
+           'LensLikelihood', 'off_cusp', 'footprint_radius', 'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig',
+           'start_ball', 'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler',
+           'lens_light_guess', 'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm',
+           'polish', 'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size',
            'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps',
            'find_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces',
            'plot_cnn_vs_mcmc', 'save_fit_figures']
@@ -102,7 +102,9 @@ class FitModel:
     fix_neighbours: bool = False     # hold the neighbours' shapes at their start (only their amplitudes stay free)
     core_supersample: int | None = None   # batched SIE likelihood only: the lens light's central 10x10 pixels (11 where odd)
                                           # at this supersampling; lenstronomy's path keeps `supersample` everywhere
-    centre_sigma: float | None = None     # arcsec: a Gaussian prior on the mass centre about the lens light's (`centre_prior`)
+    centre_sigma: float | None = None     # arcsec: a Gaussian prior on the mass centre about the lens light's (`structure_prior`)
+    ellipticity_sigma: float | None = None  # a Gaussian prior on the mass e1, e2 about the lens light's (`structure_prior`)
+    shear_sigma: float | None = None      # a Gaussian prior on the external shear gamma1, gamma2 about 0 (`structure_prior`)
     source_cusp: bool = False             # batched SIE likelihood only: a sub-pixel nearer the source Sérsic's centre than its
                                           # footprint's rms radius there is read at that radius (`footprint_radius`)
 
@@ -152,9 +154,17 @@ def clump_repulsion(xy):
     i, j = np.triu_indices(xy.shape[1], 1)
     return (((2 * CLUMP_SIGMA) ** 2 / ((xy[:, i] - xy[:, j]) ** 2).sum(-1)) ** 2).sum(-1)
 
-def centre_prior(dx, dy, sigma: float | None):
-    "-log prior of mass-light centre offsets dx, dy (arcsec; numpy or torch): (dx^2 + dy^2) / (2 sigma^2); 0 without sigma."
+def pair_prior(dx, dy, sigma: float | None):
+    "-log of an isotropic 2-D Gaussian prior of width sigma on dx, dy (numpy or torch): (dx^2 + dy^2) / (2 sigma^2); 0 without sigma."
     return 0 * dx if not sigma else 0.5 * (dx ** 2 + dy ** 2) / sigma ** 2
+
+def structure_prior(c, model: FitModel):
+    "-log prior of the lens's structure, c(name) giving a sampled parameter (numpy or torch) by its lenstronomy name: the\
+ mass centre about the lens light's (`centre_sigma`, arcsec), the mass ellipticity about the light's (`ellipticity_sigma`),\
+ the external shear about 0 (`shear_sigma`)."
+    d = lambda p: c(f'{p}_lens0') - c(f'{p}_lens_light0')
+    return (pair_prior(d('center_x'), d('center_y'), model.centre_sigma) + pair_prior(d('e1'), d('e2'), model.ellipticity_sigma)
+            + pair_prior(c('gamma1_lens1'), c('gamma2_lens1'), model.shear_sigma))
 
 def _sigmas(kws: list[dict]) -> list[dict]:
     "Initial spreads of lenstronomy keyword lists (0.05 in every parameter: arcsec, or dimensionless)."
@@ -217,13 +227,13 @@ class LensLikelihood:
         return dict(lens=k['kwargs_lens'], source=k['kwargs_source'], lens_light=k['kwargs_lens_light'])
 
     def log_likelihood(self, args) -> float:
-        "log L = -chi^2 / 2 of a sampled vector, less the clumps' `clump_repulsion` and the `centre_prior` (-inf outside the bounds)."
+        "log L = -chi^2 / 2 of a sampled vector, less the clumps' `clump_repulsion` and the `structure_prior` (-inf outside the bounds)."
         v = self.likelihood.logL(np.asarray(args, float))
         kw = self.kwargs(args)
         knots = [d for d in kw['source'] if 'sigma' in d]
         if len(knots) > 1: v -= float(clump_repulsion(np.array([[[d['center_x'], d['center_y']] for d in knots]]))[0])
-        m, ll = kw['lens'][0], kw['lens_light'][0]
-        v -= centre_prior(m['center_x'] - ll['center_x'], m['center_y'] - ll['center_y'], self.model.centre_sigma)
+        a = np.asarray(args, float)
+        v -= structure_prior(lambda name: a[self.names.index(name)], self.model)
         return float(v) if np.isfinite(v) and v > -1e15 else -np.inf
 
     def chi2_red(self, args) -> float:
@@ -391,13 +401,12 @@ class BatchedLikelihood:
         return torch.where(ok, self._log_prob(p), -torch.inf).cpu().numpy()
 
     def _log_prob(self, p):
-        "-chi^2 / 2 less the clumps' repulsion and the centre prior, of walkers p (N, D) float64 (differentiable; -inf where\
+        "-chi^2 / 2 less the clumps' repulsion and the structure prior, of walkers p (N, D) float64 (differentiable; -inf where\
  not finite)."
         import torch
         _, _, chi2 = self._solve(p)
         c = lambda name: p[:, self.col[name]]
-        lp = -0.5 * chi2 - centre_prior(c('center_x_lens0') - c('center_x_lens_light0'),
-                                        c('center_y_lens0') - c('center_y_lens_light0'), self.lk.model.centre_sigma)
+        lp = -0.5 * chi2 - structure_prior(c, self.lk.model)
         if self.n_clumps > 1:
             first = 1 + (self.n_max is not None)
             xy = torch.stack([torch.stack([p[:, self.col[f'center_{a}_source_light{first + k}']] for a in 'xy'], -1)
@@ -926,6 +935,8 @@ class FitConfig:
     core_supersample: int | None = None  # 8: the lens light's central pixels finer (`FitModel.core_supersample`);
                                      # off: on bench/fit.py it cost ~1.5x per step and gained nothing measurable
     centre_sigma: float | None = None # arcsec: the mass centre's Gaussian prior about the lens light's (None: free)
+    ellipticity_sigma: float | None = None  # the mass e1, e2's Gaussian prior about the lens light's (None: free)
+    shear_sigma: float | None = None  # the external shear's Gaussian prior about 0 (None: free)
     source_cusp: bool = False         # keep sub-pixels off the source Sérsic's cusp (`FitModel.source_cusp`)
     shapelets: int | None = None     # a Sérsic + 3 clumps fitted 8 lenstronomy-made lenses better than shapelets (n_max 4)
     clumps: int = 3
@@ -1130,7 +1141,8 @@ def find_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig',
     t0 = time.perf_counter()
     start = dict(start, lens_light=start['lens_light'] + _neighbours(cube, i, start, crop, cfg))
     model = FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets, neighbours=len(start['lens_light']) - 1,
-                     core_supersample=cfg.core_supersample, centre_sigma=cfg.centre_sigma, source_cusp=cfg.source_cusp)
+                     core_supersample=cfg.core_supersample, centre_sigma=cfg.centre_sigma, source_cusp=cfg.source_cusp,
+                     ellipticity_sigma=cfg.ellipticity_sigma, shear_sigma=cfg.shear_sigma)
     lk = LensLikelihood(cube, i, start, model)
     f = _log_prob(lk, cfg.batched)
     x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),
