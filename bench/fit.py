@@ -67,6 +67,9 @@ def main():
                     help="FitConfig.ellipticity_sigma: the mass e1, e2's Gaussian prior about the lens light's (0: off)")
     ap.add_argument('--shear-sigma', type=float, default=FitConfig.shear_sigma or 0,
                     help="FitConfig.shear_sigma: the shear's Gaussian prior about 0 (0: off)")
+    ap.add_argument('--source', default=FitConfig.source, choices=('sersic', 'mge'), help='FitConfig.source')
+    ap.add_argument('--footprint', type=int, default=int(FitConfig.footprint), help='FitConfig.footprint (0: off, 1: on)')
+    ap.add_argument('--clump-widths', type=int, default=int(FitConfig.clump_widths), help='FitConfig.clump_widths (0: off, 1: on)')
     args = ap.parse_args()
     wanted = args.starts.split(',')
     torch.manual_seed(0)
@@ -78,7 +81,8 @@ def main():
           f"{speed['value_and_grad_16_s'] * 1e3:.0f} ms", flush=True)
     cfg = FitConfig(sampler=SamplerConfig(moves='hmc', max_steps=args.max_steps), core_supersample=args.core or None,
                     source_cusp=bool(args.cusp), ellipticity_sigma=args.ellipticity_sigma or None,
-                    shear_sigma=args.shear_sigma or None)
+                    shear_sigma=args.shear_sigma or None, source=args.source, footprint=bool(args.footprint),
+                    clump_widths=bool(args.clump_widths))
     rows = []
     for i in range(args.n):
         truth = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES}
@@ -104,7 +108,8 @@ def main():
     med = lambda v: float(np.median(v)) if len(v) else None
     summary = dict(
         n=len(cnn), max_steps=args.max_steps, core_supersample=args.core, source_cusp=bool(args.cusp),
-        ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, likelihood=speed,
+        ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
+        footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),
         cnn_prediction_median_abs_rel_error=med([abs(r['cnn_rel_error']) for r in cnn]),
         converged=int(sum(r['converged'] for r in cnn)), median_tau_max=med([r['tau_max'] for r in cnn]),

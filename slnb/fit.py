@@ -15,15 +15,15 @@ from .io import LIGHT_PARAMS, Cube
 from .surveys import get_survey
 
 # %% auto #0
-__all__ = ['BOUNDS', 'CLUMP_SIGMA', 'SOURCE_N_MAX', 'SPEC_NAMES', 'SPEC_LABELS', 'FitDataError', 'band_psf', 'band_noise_map',
-           'band_data', 'FitModel', 'lens_start', 'truth_start', 'clump_repulsion', 'pair_prior', 'structure_prior',
-           'LensLikelihood', 'off_cusp', 'footprint_radius', 'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig',
-           'start_ball', 'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler',
-           'lens_light_guess', 'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm',
-           'polish', 'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size',
-           'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps',
-           'find_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces',
-           'plot_cnn_vs_mcmc', 'save_fit_figures']
+__all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 'SPEC_LABELS', 'FitDataError', 'band_psf',
+           'band_noise_map', 'band_data', 'FitModel', 'lens_start', 'truth_start', 'clump_repulsion', 'pair_prior',
+           'structure_prior', 'LensLikelihood', 'off_cusp', 'footprint_covariance', 'footprint_radius',
+           'gaussian_images', 'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary',
+           'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess', 'source_guess',
+           'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'laplace_covariance',
+           'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size', 'arc_radius', 'arc_start',
+           'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps', 'find_mode', 'fit_lens', 'fit_row',
+           'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -85,9 +85,12 @@ def band_data(cube: Cube, i: int, j: int, supersample: int = 2, crop: int | None
 # %% ../nbs/60_fit.ipynb #c0868f40
 BOUNDS: dict[str, tuple[float, float]] = dict(
     theta_E=(0.05, 5.0), gamma=(1.4, 2.8), e1=(-0.5, 0.5), e2=(-0.5, 0.5), gamma1=(-0.3, 0.3), gamma2=(-0.3, 0.3),
-    center_x=(-3.0, 3.0), center_y=(-3.0, 3.0), R_sersic=(0.02, 10.0), n_sersic=(0.5, 8.0), beta=(0.02, 1.0))   # arcsec where angles
+    center_x=(-3.0, 3.0), center_y=(-3.0, 3.0), R_sersic=(0.02, 10.0), n_sersic=(0.5, 8.0), beta=(0.02, 1.0),
+    sigma=(0.01, 0.3))   # arcsec where angles
 CLUMP_SIGMA: float = 0.08   # arcsec: the Gaussian width of a source clump (compact star-forming knots are unresolved at
                             # survey resolution; wider than the sub-pixels' 0.1" spacing so that the likelihood is smooth)
+MGE_SIGMAS: tuple[float, ...] = (0.03, 0.07, 0.16, 0.37, 0.85)   # arcsec: the widths of the source's concentric
+                            # Gaussians (`FitModel.source = 'mge'`), x2.3 apart: a compact or a broad source, no R or n
 
 @dataclass
 class FitModel:
@@ -107,26 +110,36 @@ class FitModel:
     shear_sigma: float | None = None      # a Gaussian prior on the external shear gamma1, gamma2 about 0 (`structure_prior`)
     source_cusp: bool = False             # batched SIE likelihood only: a sub-pixel nearer the source Sérsic's centre than its
                                           # footprint's rms radius there is read at that radius (`footprint_radius`)
+    source: str = 'sersic'                # 'mge': concentric elliptical Gaussians of widths MGE_SIGMAS (amplitudes linear;
+                                          # lenstronomy's MULTI_GAUSSIAN_ELLIPSE) instead of the Sérsic
+    footprint: bool = False               # batched SIE likelihood only: each Gaussian of the source (mge, clumps) averaged over
+                                          # each sub-pixel's source-plane footprint (`footprint_covariance`)
+    clump_widths: bool = False            # each clump's width sigma sampled (BOUNDS), not held at CLUMP_SIGMA
 
     def __post_init__(self):
         if self.mass not in ('SIE', 'EPL'): raise ValueError(f"unknown mass model '{self.mass}': 'SIE' or 'EPL'")
+        if self.source not in ('sersic', 'mge'): raise ValueError(f"unknown source model '{self.source}': 'sersic' or 'mge'")
 
     def kwargs_model(self) -> dict:
         return dict(lens_model_list=[self.mass, 'SHEAR'], lens_light_model_list=['SERSIC_ELLIPSE'] * (1 + self.neighbours),
-                    source_light_model_list=['SERSIC_ELLIPSE'] + (['SHAPELETS'] if self.shapelets is not None else [])
+                    source_light_model_list=['SERSIC_ELLIPSE' if self.source == 'sersic' else 'MULTI_GAUSSIAN_ELLIPSE'] + (['SHAPELETS'] if self.shapelets is not None else [])
                     + ['GAUSSIAN'] * self.clumps)
 
     def source_start(self, source: list[dict]) -> list[dict]:
-        "The source keyword lists of a start: its Sérsic, the shapelets (beta = the Sérsic's R_sersic) if wanted, and\
- the clumps (the start's own, else spread on a circle of R_sersic about the Sérsic's centre)."
+        "The source keyword lists of a start: its Sérsic (or, for `source = 'mge'`, Gaussians of the Sérsic's centre and\
+ ellipticity), the shapelets (beta = the Sérsic's R_sersic) if wanted, and the clumps (the start's own, else spread on a\
+ circle of R_sersic about the Sérsic's centre)."
         src = [{k: v for k, v in source[0].items() if k != 'amp'}]
         c0, shapelets = src[0], [d for d in source[1:] if 'beta' in d]
         knots = [d for d in source[1:] if 'sigma' in d]
+        size = float(np.clip(c0.get('R_sersic', 0.2), 0.05, 0.5))
+        if self.source == 'mge' and 'R_sersic' in c0:
+            src[0] = dict(sigma=list(MGE_SIGMAS), **{k: c0[k] for k in ('e1', 'e2', 'center_x', 'center_y')})
         if self.shapelets is not None:
-            beta = float(shapelets[0]['beta']) if shapelets else float(np.clip(c0['R_sersic'], 0.05, 0.5))
+            beta = float(shapelets[0]['beta']) if shapelets else size
             src.append(dict(beta=beta, n_max=self.shapelets, center_x=c0['center_x'], center_y=c0['center_y']))
         for k in range(self.clumps):
-            a, r = 2 * np.pi * k / max(self.clumps, 1), float(np.clip(c0['R_sersic'], 0.05, 0.5))
+            a, r = 2 * np.pi * k / max(self.clumps, 1), size
             d = knots[k] if k < len(knots) else dict(center_x=c0['center_x'] + r * np.cos(a), center_y=c0['center_y'] + r * np.sin(a))
             src.append(dict(sigma=CLUMP_SIGMA, center_x=float(d['center_x']), center_y=float(d['center_y'])))
         return src
@@ -204,7 +217,8 @@ class LensLikelihood:
                                   _bounds(start['lens'], 0), _bounds(start['lens'], 1)],
                       lens_light_model=[start['lens_light'], _sigmas(start['lens_light']), [{}] + [fix(d) for d in start['lens_light'][1:]],
                                         _bounds(start['lens_light'], 0), _bounds(start['lens_light'], 1)],
-                      source_model=[start['source'], _sigmas(start['source']), [{k: v for k, v in d.items() if k in ('n_max', 'sigma')} for d in start['source']],
+                      source_model=[start['source'], _sigmas(start['source']), [{k: v for k, v in d.items() if k == 'n_max' or (k == 'sigma' and not (self.model.clump_widths and np.ndim(v) == 0))}
+                                     for d in start['source']],
                                     *(_source_bounds(start['source'], side, cube.pixel_scale / self.model.supersample) for side in (0, 1))])
         joint = {'joint_source_with_source': [[0, 1, ['center_x', 'center_y']]]} if self.model.shapelets is not None else {}
         likelihood = dict(image_likelihood_mask_list=[m for _, m in parts], check_bounds=True, source_marg=False)
@@ -230,7 +244,7 @@ class LensLikelihood:
         "log L = -chi^2 / 2 of a sampled vector, less the clumps' `clump_repulsion` and the `structure_prior` (-inf outside the bounds)."
         v = self.likelihood.logL(np.asarray(args, float))
         kw = self.kwargs(args)
-        knots = [d for d in kw['source'] if 'sigma' in d]
+        knots = [d for d in kw['source'] if np.ndim(d.get('sigma', ())) == 0]       # not the mge's list of widths
         if len(knots) > 1: v -= float(clump_repulsion(np.array([[[d['center_x'], d['center_y']] for d in knots]]))[0])
         a = np.asarray(args, float)
         v -= structure_prior(lambda name: a[self.names.index(name)], self.model)
@@ -261,14 +275,39 @@ def off_cusp(x, y, cx, cy, eps) -> tuple:
     push, on = (eps / r.clamp_min(1e-12)).clamp_min(1.0), r < 1e-12
     return cx + torch.where(on, eps, dx * push), cy + torch.where(on, torch.zeros_like(dy), dy * push)
 
-def footprint_radius(bx, by, shape: tuple, k: int, subpixel: float):
-    "The rms radius (N, P) arcsec of each square sub-pixel (`subpixel` arcsec, k x k per pixel of `shape`) mapped to the\
- source plane by the lens equation's local Jacobian A (differences of the source positions bx, by (N, P) along the\
- sub-pixel grid): subpixel |A|_F / sqrt(12), 0.41 subpixel where A = 1."
+def footprint_covariance(bx, by, shape: tuple, k: int, subpixel: float) -> tuple:
+    "The covariance (xx, xy, yy), each (N, P) arcsec^2, of each square sub-pixel (`subpixel` arcsec, k x k per pixel of\
+ `shape`) mapped to the source plane by the lens equation's local Jacobian A (differences of the source positions\
+ bx, by (N, P) along the sub-pixel grid): subpixel^2 A A^T / 12, that of a uniform square where A = 1."
     import torch
     n = (-1, shape[0] * k, shape[1] * k)
-    g = torch.gradient(bx.reshape(n), spacing=subpixel, dim=(1, 2)) + torch.gradient(by.reshape(n), spacing=subpixel, dim=(1, 2))
-    return (subpixel * torch.sqrt(sum(d ** 2 for d in g) / 12)).reshape(bx.shape)
+    (xr, xc), (yr, yc) = (torch.gradient(b.reshape(n), spacing=subpixel, dim=(1, 2)) for b in (bx, by))
+    v = subpixel ** 2 / 12
+    return tuple((v * t).reshape(bx.shape) for t in (xr ** 2 + xc ** 2, xr * yr + xc * yc, yr ** 2 + yc ** 2))
+
+def footprint_radius(bx, by, shape: tuple, k: int, subpixel: float):
+    "The rms radius (N, P) arcsec of each sub-pixel's source-plane footprint (`footprint_covariance`): subpixel |A|_F /\
+ sqrt(12), 0.41 subpixel where A = 1."
+    import torch
+    xx, _, yy = footprint_covariance(bx, by, shape, k, subpixel)
+    return torch.sqrt(xx + yy)
+
+def gaussian_images(bx, by, cx, cy, sigmas, e1=None, e2=None, footprint: tuple | None = None) -> list:
+    "Unit-flux Gaussians at source-plane points bx, by (N, P) about (cx, cy) (N, 1), one per width in `sigmas` (arcsec), of\
+ lenstronomy's ellipticity e1, e2 (N, 1; round without; its MULTI_GAUSSIAN_ELLIPSE); with the sub-pixels' `footprint`\
+ covariance (`footprint_covariance`) added to each: the exact average of a Gaussian over a Gaussian footprint."
+    import math, torch
+    if e1 is None: m = (1.0, 0.0, 1.0)
+    else:                             # lenstronomy's r^2 = d^T M d with det M = 1; a Gaussian's covariance is sigma^2 M^-1
+        norm = (1 - e1 ** 2 - e2 ** 2).abs().clamp_min(1e-6)
+        m = (((1 + e1) ** 2 + e2 ** 2) / norm, 2 * e2 / norm, ((1 - e1) ** 2 + e2 ** 2) / norm)
+    dx, dy, out = bx - cx, by - cy, []
+    for s in sigmas:
+        xx, xy, yy = (s * s * t for t in m)
+        if footprint is not None: xx, xy, yy = xx + footprint[0], xy + footprint[1], yy + footprint[2]
+        det = torch.as_tensor(xx * yy - xy * xy, dtype=dx.dtype)
+        out.append(torch.exp(-0.5 * (yy * dx ** 2 - 2 * xy * dx * dy + xx * dy ** 2) / det) / (2 * math.pi * torch.sqrt(det)))
+    return out
 
 def shapelet_basis(x, y, n_max: int):
     "The 2-D Cartesian shapelets phi_n1(x) phi_n2(y), n1 + n2 <= n_max (Refregier 2003), at dimensionless x, y (...):\
@@ -329,13 +368,18 @@ class BatchedLikelihood:
                                  kd['ra_at_xy_0'] + (c0 + np.arange(nc)[:, None] + sub).ravel() * s, indexing='ij')
             self.core = (t(xc.ravel())[None], t(yc.ravel())[None], r0, c0, nr, nc, kc, 0.4 * s / kc)
 
-    def _clumps(self, bx, by, c) -> list:
-        "Unit-peak Gaussian knots at source-plane positions bx, by (the clumps follow the Sérsic and the shapelets)."
-        import torch
+    def _clumps(self, bx, by, c, footprint: tuple | None = None) -> list:
+        "Unit-flux Gaussian knots at source-plane positions bx, by, each averaged over the sub-pixels' `footprint` if given\
+ (the clumps follow the Sérsic and the shapelets)."
         first = 1 + (self.n_max is not None)
-        return [torch.exp(-0.5 / CLUMP_SIGMA ** 2 * ((bx - c(f'center_x_source_light{first + k}')[:, None]) ** 2
-                                                     + (by - c(f'center_y_source_light{first + k}')[:, None]) ** 2))
-                for k in range(self.n_clumps)]
+        width = lambda k: c(f'sigma_source_light{first + k}')[:, None] if f'sigma_source_light{first + k}' in self.col else CLUMP_SIGMA
+        return [gaussian_images(bx, by, c(f'center_x_source_light{first + k}')[:, None], c(f'center_y_source_light{first + k}')[:, None],
+                                (width(k),), footprint=footprint)[0] for k in range(self.n_clumps)]
+
+    def _mge(self, bx, by, c, footprint: tuple | None = None) -> list:
+        "The source's concentric Gaussians (`FitModel.source = 'mge'`) at source-plane positions bx, by."
+        e1, e2, cx, cy = (c(f'{q}_source_light0')[:, None] for q in ('e1', 'e2', 'center_x', 'center_y'))
+        return gaussian_images(bx, by, cx, cy, self.lk.start['source'][0]['sigma'], e1, e2, footprint)
 
     def _images(self, p):
         "Unconvolved lens light and neighbours, lensed Sérsic source, lensed shapelets and clumps (K, W, H, W_pix), unit amplitudes,\
@@ -349,7 +393,9 @@ class BatchedLikelihood:
         bx, by = self.x - ax - g1 * dx - g2 * dy, self.y - ay - g2 * dx + g1 * dy
         light = lambda xx, yy, tag: sersic_profile(xx, yy, *(c(f'{q}_{tag}') for q in ('R_sersic', 'n_sersic', 'e1', 'e2', 'center_x', 'center_y')))
         imgs = [light(self.x.expand_as(bx), self.y.expand_as(by), f'lens_light{k}') for k in range(self.n_light)]
-        if self.lk.model.source_cusp:                    # the source's cusp, off the sub-pixels' points
+        fp = footprint_covariance(bx, by, self.shape, self.k, self.subpixel) if self.lk.model.footprint else None
+        if self.lk.model.source == 'mge': imgs += self._mge(bx, by, c, fp)
+        elif self.lk.model.source_cusp:                    # the source's cusp, off the sub-pixels' points
             imgs.append(light(*off_cusp(bx, by, c('center_x_source_light0')[:, None], c('center_y_source_light0')[:, None],
                                         footprint_radius(bx, by, self.shape, self.k, self.subpixel)), 'source_light0'))
         else: imgs.append(light(bx, by, 'source_light0'))
@@ -357,7 +403,7 @@ class BatchedLikelihood:
             beta = c('beta_source_light1')[:, None]
             imgs += shapelet_basis((bx - c('center_x_source_light0')[:, None]) / beta,
                                    (by - c('center_y_source_light0')[:, None]) / beta, self.n_max)
-        imgs += self._clumps(bx, by, c)
+        imgs += self._clumps(bx, by, c, fp)
         H, W = self.shape
         sub = torch.stack(imgs).reshape(len(imgs), -1, H, self.k, W, self.k)
         out = sub.sum(-1).sum(-2) / self.k ** 2          # pixel means; summing the innermost axis first is ~5x faster
@@ -445,7 +491,8 @@ class BatchedLikelihood:
         g = torch.linspace(-half, half, n, dtype=self.dtype)
         yy, xx = torch.meshgrid(cy + g, cx + g, indexing='ij')
         xx, yy = xx.reshape(1, -1), yy.reshape(1, -1)
-        comps = [sersic_profile(xx, yy, *(c(f'{q}_source_light0') for q in ('R_sersic', 'n_sersic', 'e1', 'e2', 'center_x', 'center_y')))]
+        comps = (self._mge(xx, yy, c) if self.lk.model.source == 'mge' else
+                 [sersic_profile(xx, yy, *(c(f'{q}_source_light0') for q in ('R_sersic', 'n_sersic', 'e1', 'e2', 'center_x', 'center_y')))])
         if self.n_max is not None:
             beta = c('beta_source_light1')[:, None]
             comps += shapelet_basis((xx - cx) / beta, (yy - cy) / beta, self.n_max)
@@ -938,6 +985,9 @@ class FitConfig:
     ellipticity_sigma: float | None = None  # the mass e1, e2's Gaussian prior about the lens light's (None: free)
     shear_sigma: float | None = None  # the external shear's Gaussian prior about 0 (None: free)
     source_cusp: bool = False         # keep sub-pixels off the source Sérsic's cusp (`FitModel.source_cusp`)
+    source: str = 'sersic'            # 'mge': the source as concentric Gaussians (`FitModel.source`)
+    footprint: bool = False           # the source's Gaussians averaged over the sub-pixels' footprints (`FitModel.footprint`)
+    clump_widths: bool = False        # the clumps' widths sampled (`FitModel.clump_widths`)
     shapelets: int | None = None     # a Sérsic + 3 clumps fitted 8 lenstronomy-made lenses better than shapelets (n_max 4)
     clumps: int = 3
     clump_min_gain: float = 25.0     # a clump that raises log L by less is dropped before the sampler (`drop_weak_clumps`)
@@ -988,6 +1038,7 @@ def _box(start: dict, lens_spread: dict, source_spread: float) -> tuple[dict, di
         for k, d in enumerate(start[part]):
             l, h = {}, {}
             for key, v in d.items():
+                if np.ndim(v): continue                       # the mge's widths: held
                 if part == 'lens': s = lens_spread.get(key, 0.1)
                 elif key == 'R_sersic': l[key], h[key] = (0.3 * v, 3 * v) if part == 'lens_light' else (0.03, 1.0); continue
                 elif key == 'n_sersic': l[key], h[key] = (1.0, 6.0) if part == 'lens_light' else (0.5, 4.0); continue
@@ -1142,7 +1193,8 @@ def find_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig',
     start = dict(start, lens_light=start['lens_light'] + _neighbours(cube, i, start, crop, cfg))
     model = FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets, neighbours=len(start['lens_light']) - 1,
                      core_supersample=cfg.core_supersample, centre_sigma=cfg.centre_sigma, source_cusp=cfg.source_cusp,
-                     ellipticity_sigma=cfg.ellipticity_sigma, shear_sigma=cfg.shear_sigma)
+                     ellipticity_sigma=cfg.ellipticity_sigma, shear_sigma=cfg.shear_sigma, source=cfg.source,
+                     footprint=cfg.footprint, clump_widths=cfg.clump_widths)
     lk = LensLikelihood(cube, i, start, model)
     f = _log_prob(lk, cfg.batched)
     x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),

@@ -389,3 +389,41 @@ def test_source_cusp_guard_bounds_a_sub_pixel_on_the_source_centre(cube):
     assert 1 / 3 < img[(2, True)].max() / ref.max() < 1 and 1 / 3 < img[(2, True)].sum() / ref.sum() < 1
     b = f[(2, False)]
     np.testing.assert_allclose(footprint_radius(b.x, b.y, (H, H), 2, 0.1).numpy(), 0.1 / np.sqrt(6), rtol=1e-9)
+
+
+def test_gaussian_sources_agree_with_lenstronomy_and_footprints_remove_the_aliasing():
+    """`FitModel(source='mge')` and `FitModel(clump_widths=True)`: the batched likelihood is lenstronomy's with a
+    MULTI_GAUSSIAN_ELLIPSE source, and with GAUSSIAN clumps of free widths (log L to 1e-3, autograd = finite differences);
+    with `footprint`, the 2x2-supersampled images of the narrowest Gaussian and of the clumps are within a third of the
+    error they have without it, judged against 12x12 supersampling."""
+    import torch
+    from slnb.fit import MGE_SIGMAS, BatchedLikelihood
+    clumpy = simulate_cube(1, 'LSST', 'g,r,i', lens_fraction=1.0, seed=3, variance=True, show_progress=False)
+    row = clumpy.catalog[0]
+    start = dict(lens=lens_start([row[p] for p in PARAM_NAMES]), lens_light=[dict(R_sersic=0.5, n_sersic=4.0, e1=0.0,
+                 e2=0.0, center_x=float(row['center_x']), center_y=float(row['center_y']))],
+                 source=[dict(R_sersic=0.2, n_sersic=1.0, e1=0.1, e2=-0.2, center_x=0.05, center_y=0.0)])
+    with pytest.raises(ValueError, match="unknown source model 'pixels'"): FitModel(source='pixels')
+    lk = LensLikelihood(clumpy, 0, start, FitModel(crop=40, clumps=2, source='mge'))
+    assert 'R_sersic_source_light0' not in lk.names and lk.kwargs(lk.args(start))['source'][0]['sigma'] == list(MGE_SIGMAS)
+    a = lk.args(start)
+    walkers = a + 0.01 * np.random.default_rng(5).standard_normal((6, lk.ndim)) * np.abs(a).clip(0.1)
+    bl = BatchedLikelihood(lk)
+    assert np.allclose(bl(walkers), [lk.log_likelihood(w) for w in walkers], rtol=0, atol=1e-3)
+    g = bl.value_and_grad(walkers[:1])[1][0]
+    h = np.diag(1e-6 * np.abs(a).clip(0.1))
+    fd = (bl(walkers[0] + h) - bl(walkers[0] - h)) / (2 * np.diagonal(h))
+    assert np.allclose(g, fd, rtol=1e-4, atol=1e-5 * np.abs(fd).max())
+    widths = dict(start, source=start['source'] + [dict(sigma=0.12, center_x=0.1, center_y=0.1), dict(sigma=0.05, center_x=-0.2, center_y=0.0)])
+    lkw = LensLikelihood(clumpy, 0, widths, FitModel(crop=40, clumps=2, clump_widths=True))
+    assert {'sigma_source_light1', 'sigma_source_light2'} <= set(lkw.names)
+    a = lkw.args(widths)
+    walkers = a + 0.01 * np.random.default_rng(6).standard_normal((6, lkw.ndim)) * np.abs(a).clip(0.1)
+    assert np.allclose(BatchedLikelihood(lkw)(walkers), [lkw.log_likelihood(w) for w in walkers], rtol=0, atol=1e-3)
+    img = {}
+    for k, fp in ((2, False), (2, True), (12, False)):
+        b = BatchedLikelihood(LensLikelihood(clumpy, 0, start, FitModel(crop=40, supersample=k, clumps=2, source='mge', footprint=fp)))
+        img[k, fp] = b._images(torch.as_tensor(b.lk.args(start)[None]))[1:, 0].numpy()     # the source's components
+    err = {key: np.abs(img[key] - img[12, False]).max((1, 2)) / np.abs(img[12, False]).max((1, 2)) for key in ((2, False), (2, True))}
+    narrow = [0, len(MGE_SIGMAS), len(MGE_SIGMAS) + 1]          # the 0.03" Gaussian and the two 0.08" clumps
+    assert (err[2, False][narrow] > 0.03).all() and (err[2, True][narrow] < err[2, False][narrow] / 3).all(), err
