@@ -141,7 +141,8 @@ class FitModel:
         for k in range(self.clumps):
             a, r = 2 * np.pi * k / max(self.clumps, 1), size
             d = knots[k] if k < len(knots) else dict(center_x=c0['center_x'] + r * np.cos(a), center_y=c0['center_y'] + r * np.sin(a))
-            src.append(dict(sigma=CLUMP_SIGMA, center_x=float(d['center_x']), center_y=float(d['center_y'])))
+            width = float(d['sigma']) if self.clump_widths and 'sigma' in d else CLUMP_SIGMA     # a sampled width kept
+            src.append(dict(sigma=width, center_x=float(d['center_x']), center_y=float(d['center_y'])))
         return src
 
 def lens_start(params, gamma: float = 2.0, mass: str = 'SIE') -> list[dict]:

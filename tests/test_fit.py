@@ -418,6 +418,8 @@ def test_gaussian_sources_agree_with_lenstronomy_and_footprints_remove_the_alias
     lkw = LensLikelihood(clumpy, 0, widths, FitModel(crop=40, clumps=2, clump_widths=True))
     assert {'sigma_source_light1', 'sigma_source_light2'} <= set(lkw.names)
     a = lkw.args(widths)
+    np.testing.assert_allclose(lkw.args(lkw.kwargs(a)), a)                    # the widths survive a round trip
+    assert [d['sigma'] for d in lkw.kwargs(a)['source'][1:]] == [0.12, 0.05]
     walkers = a + 0.01 * np.random.default_rng(6).standard_normal((6, lkw.ndim)) * np.abs(a).clip(0.1)
     assert np.allclose(BatchedLikelihood(lkw)(walkers), [lkw.log_likelihood(w) for w in walkers], rtol=0, atol=1e-3)
     img = {}
