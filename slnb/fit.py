@@ -383,7 +383,7 @@ class BatchedLikelihood:
         return gaussian_images(bx, by, cx, cy, self.lk.start['source'][0]['sigma'], e1, e2, footprint)
 
     def _images(self, p):
-        "Unconvolved lens light and neighbours, lensed Sérsic source, lensed shapelets and clumps (K, W, H, W_pix), unit amplitudes,\
+        "Unconvolved lens light and neighbours, lensed source (Sérsic or mge), lensed shapelets and clumps (K, W, H, W_pix), unit amplitudes,\
  pixel averages."
         import torch
         from slnb.render import sersic_profile, sie_deflection
