@@ -7,11 +7,13 @@ Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less w
 accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
 [--out fit] [--core 8 (default: FitConfig's, off)] [--cusp 0|1 (default: FitConfig's source_cusp)]
-[--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off)`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
+[--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L]
+(default: the sampler's)`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,9 @@ def main():
                     help="FitConfig.shear_sigma: the shear's Gaussian prior about 0 (0: off)")
     ap.add_argument('--source', default=FitConfig.source, choices=('sersic', 'mge'), help='FitConfig.source')
     ap.add_argument('--footprint', type=int, default=int(FitConfig.footprint), help='FitConfig.footprint (0: off, 1: on)')
+    ap.add_argument('--leapfrog', type=int, default=None, help="SamplerConfig.leapfrog: leapfrog steps per HMC trajectory (default: the sampler's)")
+    ap.add_argument('--leapfrog-long', type=int, default=None,
+                    help="SamplerConfig.leapfrog_long: a chain still random-walking goes on with trajectories this long (default: the sampler's; 0: never)")
     ap.add_argument('--clump-widths', type=int, default=int(FitConfig.clump_widths), help='FitConfig.clump_widths (0: off, 1: on)')
     args = ap.parse_args()
     wanted = args.starts.split(',')
@@ -79,7 +84,10 @@ def main():
           f"batched {speed['batched_s'] * 1e3:.0f} ms, lenstronomy one by one {speed['lenstronomy_s'] * 1e3:.0f} ms "
           f"({speed['ratio']:.1f}x); 16 walkers: log L {speed['log_l_16_s'] * 1e3:.0f} ms, with its gradient "
           f"{speed['value_and_grad_16_s'] * 1e3:.0f} ms", flush=True)
-    cfg = FitConfig(sampler=SamplerConfig(moves='hmc', max_steps=args.max_steps), core_supersample=args.core or None,
+    hmc = FitConfig().sampler
+    hmc = replace(hmc, max_steps=args.max_steps or hmc.max_steps, leapfrog=args.leapfrog or hmc.leapfrog,
+                  leapfrog_long=hmc.leapfrog_long if args.leapfrog_long is None else args.leapfrog_long or None)
+    cfg = FitConfig(sampler=hmc, core_supersample=args.core or None,
                     source_cusp=bool(args.cusp), ellipticity_sigma=args.ellipticity_sigma or None,
                     shear_sigma=args.shear_sigma or None, source=args.source, footprint=bool(args.footprint),
                     clump_widths=bool(args.clump_widths))
@@ -92,6 +100,7 @@ def main():
             row.update(truth_theta_E=truth['theta_E'],
                        arc_snr=float(cube.catalog['arc_snr'][i]), source_kind=str(cube.catalog['source_kind'][i]),
                        rel_error=row['theta_E'] / truth['theta_E'] - 1, neighbours=r.lk.model.neighbours,
+                       slowest={r.lk.names[k]: float(r.chain.tau[k]) for k in np.argsort(-np.nan_to_num(r.chain.tau, nan=np.inf))[:4]},
                        covered68=bool(row['theta_E_lo'] <= truth['theta_E'] <= row['theta_E_hi']), cnn_rel_error=float(pred['theta_E'][i]) / truth['theta_E'] - 1,
                        **{f't_{k}': v for k, v in r.seconds.items()},
                        **{f'true_{p}': truth[p] for p in PARAM_NAMES},
@@ -101,13 +110,14 @@ def main():
                   f"true {truth['theta_E']:.3f} ({row['rel_error']:+.2%}; CNN {row['cnn_rel_error']:+.2%}), chi2/pix "
                   f"{row['chi2_red']:.2f}, tau_max {row['tau_max']:.1f}, {row['n_steps']} steps, converged "
                   f"{row['converged']}, acceptance {row['acceptance']:.2f}, neighbours {row['neighbours']}, {r.seconds['total']:.0f} s (search {r.seconds['search']:.0f}, polish "
-                  f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f})", flush=True)
+                  f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f}); slowest: "
+                  + ', '.join(f'{k} {v:.0f}' for k, v in row['slowest'].items()), flush=True)
     cnn = [r for r in rows if r['start'] == 'cnn']
     blind = [r for r in rows if r['start'] == 'blind']
     paired = [(c, b) for b in blind for c in cnn if c['id'] == b['id']]
     med = lambda v: float(np.median(v)) if len(v) else None
     summary = dict(
-        n=len(cnn), max_steps=args.max_steps, core_supersample=args.core, source_cusp=bool(args.cusp),
+        n=len(cnn), max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, core_supersample=args.core, source_cusp=bool(args.cusp),
         ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
         footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),

@@ -516,6 +516,11 @@ class SamplerConfig:
     adapt_steps: int | None = None   # 'hmc', 'de+t': every check_every steps up to here the proposal's covariance is
                                      # refitted to the second half of the chain so far (and hmc's step tuned)
     leapfrog: int = 6                # 'hmc': leapfrog steps per trajectory
+    leapfrog_long: int | None = 30   # 'hmc': a chain still random-walking `lengthen_after` iterations past the adaptation
+                                     # (tau_max above 1/15 of them) goes on with trajectories this many steps long; the
+                                     # iterations before are then burn-in (None: never)
+    lengthen_after: int = 200
+    long_steps: int = 500            # at most this many iterations after the lengthening (its tuning included)
     seed: int = 0
 
     def __post_init__(self):
@@ -638,13 +643,25 @@ def _fit_proposal(t, chain: np.ndarray):
     try: t.set(x.mean(0), cov)
     except np.linalg.LinAlgError: pass              # a degenerate block (walkers stuck): keep the last proposal
 
+def _chain_attr(store, key: str, value: float | None = None) -> float | None:
+    "A setting kept with the chain in its HDF5 backend (the tuned HMC step, the lengthening): written if given, else\
+ read back (None where there is none)."
+    if store is None: return value
+    with store.open('a' if value is not None else 'r') as f:
+        if value is not None: f[store.name].attrs[key] = value
+        v = f[store.name].attrs.get(key)
+    return None if v is None else float(v)
+
 def _hmc_step(store, eps: float | None = None) -> float | None:
     "The tuned HMC step kept with the chain in its HDF5 backend (write it if given, else read it back)."
-    if store is None: return eps
-    with store.open('a' if eps is not None else 'r') as f:
-        if eps is not None: f[store.name].attrs['hmc_eps'] = eps
-        v = f[store.name].attrs.get('hmc_eps')
-    return None if v is None else float(v)
+    return _chain_attr(store, 'hmc_eps', eps)
+
+def _random_walking(tau: np.ndarray, kept: int, cfg: 'SamplerConfig', n_steps: int) -> bool:
+    "Whether an HMC chain of `kept` iterations since its adaptation should go on with longer trajectories: its tau_max\
+ is still above 1/15 of them (an estimate that grows with the chain: walkers creeping along a curved ridge) after\
+ `cfg.lengthen_after`, and they are not already `cfg.leapfrog_long` steps long."
+    return (cfg.moves == 'hmc' and cfg.leapfrog_long is not None and n_steps < cfg.leapfrog_long
+            and kept >= cfg.lengthen_after and not np.all(15 * tau < kept))
 
 class Unbounded:
     "Box-bounded parameters x (lower < x < upper) mapped to the whole real line, z = logit((x - lower) / (upper - lower))\
@@ -726,26 +743,30 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
         except (OSError, KeyError): done = 0
         if done == 0: store.reset(nwalkers, ndim)
     adapt = cfg.adapt_steps if cfg.moves in ('de+t', 'hmc') else 0
+    long_from = _chain_attr(store, 'long_from') if cfg.moves == 'hmc' and done else None
+    if long_from is not None: adapt = int(long_from) + cfg.adapt_steps   # lengthened before the kill, then re-tuned
+    limit = cfg.max_steps if long_from is None else min(cfg.max_steps, int(long_from) + cfg.long_steps)
     mean, cov = np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov
-    t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog, bounds=bounds) if cfg.moves == 'hmc' else
-         StudentTIndependence(mean, cov) if adapt else None)
+    t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog if long_from is None else cfg.leapfrog_long, bounds=bounds)
+         if cfg.moves == 'hmc' else StudentTIndependence(mean, cov) if adapt else None)
     sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, backend=store, moves=_moves(cfg.moves, t), vectorize=vectorize)
     sampler.random_state = np.random.RandomState([cfg.seed, done]).get_state()
     if adapt and done >= cfg.check_every:                # a resumed run: the proposal as the interrupted run last set it
         end = min(done, adapt) // cfg.check_every * cfg.check_every
         _fit_proposal(t, sampler.get_chain()[end // 2:end])
-        if cfg.moves == 'hmc' and done >= adapt: t.eps, t.adapting = _hmc_step(store) or t.eps, False
+        if cfg.moves == 'hmc' and done >= cfg.adapt_steps: t.eps, t.adapting = _hmc_step(store) or t.eps, done < adapt
     state = sampler.get_last_sample() if done else p0
     old_tau, converged, tau = np.full(ndim, np.inf), False, np.full(ndim, np.inf)
     accepted = sampler.backend.accepted.copy() if done else np.zeros(nwalkers)
     bar = progress(total=cfg.max_steps, initial=done, desc=desc, disable=not show_progress, leave=False)
-    while sampler.iteration < cfg.max_steps and not converged:
-        n = min(cfg.check_every - sampler.iteration % cfg.check_every, cfg.max_steps - sampler.iteration)
+    while sampler.iteration < limit and not converged:
+        it = sampler.iteration
+        n = min(cfg.check_every - it % cfg.check_every, limit - it, adapt - it if it < adapt else limit)
         state = sampler.run_mcmc(state, n, skip_initial_state_check=True)
         bar.update(n)
         if sampler.iteration <= adapt:                   # adapting: the chain so far is burn-in
             it = sampler.iteration
-            if it % cfg.check_every == 0: _fit_proposal(t, sampler.get_chain()[it // 2:])
+            if it % cfg.check_every == 0 or it == adapt: _fit_proposal(t, sampler.get_chain()[it // 2:])
             state = _revive(state, sampler.backend.accepted - accepted, sampler._random)
             accepted = sampler.backend.accepted.copy()
             if cfg.moves == 'hmc' and it == adapt: t.adapting = False; _hmc_step(store, t.eps)
@@ -754,9 +775,15 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
         converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - adapt)           # tau_max stable (each of D
                          and abs(np.max(old_tau) - np.max(tau)) < cfg.tau_rtol * np.max(tau)) # noisy estimates never all are)
         old_tau = tau
+        if not converged and _random_walking(tau, sampler.iteration - adapt, cfg, getattr(t, 'n_steps', 0)):
+            t.n_steps, t.adapting, old_tau = cfg.leapfrog_long, True, np.full(ndim, np.inf)   # longer trajectories, their
+            _chain_attr(store, 'long_from', sampler.iteration)                               # step tuned again: all
+            adapt = sampler.iteration + cfg.adapt_steps                                      # that went before is burn-in
+            limit = min(cfg.max_steps, sampler.iteration + cfg.long_steps)
         bar.set_postfix_str(f"tau_max {np.max(tau):.1f}, acceptance {np.mean(sampler.acceptance_fraction):.2f}", refresh=False)
     bar.close()
-    if sampler.iteration <= adapt: adapt = 0             # stopped while adapting: all of it is judged (and burnt) alike
+    if sampler.iteration <= adapt:                       # stopped while adapting: all of it is judged (and burnt) alike
+        adapt = cfg.adapt_steps if cfg.adapt_steps < sampler.iteration and cfg.moves in ('de+t', 'hmc') else 0
     tau, kept = _tau(sampler, adapt), sampler.iteration - adapt
     burn = adapt + (int(min(2 * np.nanmax(tau), kept // 2)) if np.all(np.isfinite(tau)) else kept // 2)
     lp = sampler.get_log_prob()

@@ -265,6 +265,33 @@ def test_hmc_mixes_fast_recovers_a_correlated_gaussian_and_resumes(tmp_path):
     with pytest.raises(ValueError, match='gradient'): run_sampler(logp, p0, SamplerConfig(moves='hmc'), vectorize=True)
 
 
+def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened(tmp_path):
+    """On a banana (x0 ~ N(0, 10^2), x1 + b (x0^2 - 100) ~ N(0, 1)) no dense mass matrix fits, and HMC with 3 leapfrog
+    steps random-walks along it (tau ~100 or walkers stuck; not converged in 1500 iterations); with `leapfrog_long` the chain is
+    lengthened, re-tuned and converges with the banana's moments; a run cut after the lengthening resumes lengthened."""
+    import emcee
+    from slnb.fit import SamplerConfig, run_sampler
+    b = 0.02
+    def vg(x):
+        u = x[:, 1] + b * (x[:, 0] ** 2 - 100)
+        return -0.5 * (x[:, 0] ** 2 / 100 + u ** 2 + x[:, 2] ** 2), np.stack([-x[:, 0] / 100 - 2 * b * u * x[:, 0], -u, -x[:, 2]], 1)
+    logp = lambda x: vg(x)[0]
+    p0 = 0.1 * np.random.default_rng(0).standard_normal((8, 3))
+    kw = dict(vectorize=True, value_and_grad=vg)
+    short = run_sampler(logp, p0, SamplerConfig(moves='hmc', seed=1, leapfrog=3, leapfrog_long=None), **kw)
+    assert not short.converged and not np.all(short.tau < 10), short.tau         # tau NaN: a walker that never moved
+    cfg = dict(moves='hmc', seed=1, leapfrog=3, leapfrog_long=30, lengthen_after=100)
+    long = run_sampler(logp, p0, SamplerConfig(**cfg), **kw)
+    assert long.converged and long.tau.max() < 10 and long.n_steps < 1000, (long.tau, long.n_steps)
+    sd = long.samples.std(0)                            # exact: 10, sqrt(1 + 2 b^2 100^2) = 3, 1
+    assert abs(sd[0] - 10) < 1.5 and abs(sd[1] - 3) < 0.8 and abs(sd[2] - 1) < 0.1, sd
+    assert np.all(np.abs(long.samples.mean(0)) < [1.5, 0.6, 0.15]), long.samples.mean(0)
+    cut = run_sampler(logp, p0, SamplerConfig(**cfg, max_steps=225), backend=tmp_path / 'b.h5', name='o', **kw)
+    with emcee.backends.HDFBackend(str(tmp_path / 'b.h5'), name='o').open('r') as f: lengthened = f['o'].attrs['long_from']
+    rest = run_sampler(logp, p0, SamplerConfig(**cfg), backend=tmp_path / 'b.h5', name='o', **kw)
+    assert cut.n_steps == 225 and lengthened < 225 and rest.converged and rest.n_steps > 225 and rest.tau.max() < 10
+
+
 def _with_lens_light(cube, i, neighbour):
     "cube.extensions['LENS_LIGHT'] for cutout i: its true lens light (lenstronomy) and, if given, a round neighbour."
     from lenstronomy.LightModel.light_model import LightModel
