@@ -5,9 +5,9 @@ CNN's prediction (on the shipped deblender's ARCS) and, for the first `--blind` 
 likelihood call for the whole ensemble, batched in torch against lenstronomy walker by walker.
 Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less wall time than blind at the same
 accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
-Run: `python bench/fit.py [--n 8] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
-[--out fit] [--core 8 (default: FitConfig's, off)] [--cusp 0|1 (default: FitConfig's source_cusp)]
-[--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L]
+Run: `python bench/fit.py [--n 8] [--ids 2,5] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
+[--out fit] [--core K (default: FitConfig's, off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--cusp 0|1 (default: FitConfig's source_cusp)]
+[--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R]
 (default: the sampler's)`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
@@ -61,9 +61,11 @@ def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=8); ap.add_argument('--blind', type=int, default=3)
+    ap.add_argument('--ids', default='', help='only these of the n lenses, comma-separated (default: all)')
     ap.add_argument('--max-steps', type=int, default=None); ap.add_argument('--seed', type=int, default=7)
     ap.add_argument('--starts', default='cnn,blind'); ap.add_argument('--out', default='fit')
     ap.add_argument('--core', type=int, default=FitConfig.core_supersample, help='FitConfig.core_supersample (0: off)')
+    ap.add_argument('--psf-margin', type=float, default=FitConfig.psf_margin, help='FitConfig.psf_margin, PSF sigmas (0: off)')
     ap.add_argument('--cusp', type=int, default=int(FitConfig.source_cusp), help='FitConfig.source_cusp (0: off, 1: on)')
     ap.add_argument('--ellipticity-sigma', type=float, default=FitConfig.ellipticity_sigma or 0,
                     help="FitConfig.ellipticity_sigma: the mass e1, e2's Gaussian prior about the lens light's (0: off)")
@@ -74,6 +76,8 @@ def main():
     ap.add_argument('--leapfrog', type=int, default=None, help="SamplerConfig.leapfrog: leapfrog steps per HMC trajectory (default: the sampler's)")
     ap.add_argument('--leapfrog-long', type=int, default=None,
                     help="SamplerConfig.leapfrog_long: a chain still random-walking goes on with trajectories this long (default: the sampler's; 0: never)")
+    ap.add_argument('--lengthen-ratio', type=float, default=None,
+                    help="SamplerConfig.lengthen_ratio: lengthened where tau_max is above 1/R of the iterations (default: the sampler's)")
     ap.add_argument('--clump-widths', type=int, default=int(FitConfig.clump_widths), help='FitConfig.clump_widths (0: off, 1: on)')
     args = ap.parse_args()
     wanted = args.starts.split(',')
@@ -86,13 +90,14 @@ def main():
           f"{speed['value_and_grad_16_s'] * 1e3:.0f} ms", flush=True)
     hmc = FitConfig().sampler
     hmc = replace(hmc, max_steps=args.max_steps or hmc.max_steps, leapfrog=args.leapfrog or hmc.leapfrog,
-                  leapfrog_long=hmc.leapfrog_long if args.leapfrog_long is None else args.leapfrog_long or None)
-    cfg = FitConfig(sampler=hmc, core_supersample=args.core or None,
+                  leapfrog_long=hmc.leapfrog_long if args.leapfrog_long is None else args.leapfrog_long or None,
+                  lengthen_ratio=args.lengthen_ratio or hmc.lengthen_ratio)
+    cfg = FitConfig(sampler=hmc, core_supersample=args.core or None, psf_margin=args.psf_margin,
                     source_cusp=bool(args.cusp), ellipticity_sigma=args.ellipticity_sigma or None,
                     shear_sigma=args.shear_sigma or None, source=args.source, footprint=bool(args.footprint),
                     clump_widths=bool(args.clump_widths))
     rows = []
-    for i in range(args.n):
+    for i in ([int(a) for a in args.ids.split(',')] if args.ids else range(args.n)):
         truth = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES}
         for start in [s for s in (('cnn', 'blind') if i < args.blind else ('cnn',)) if s in wanted]:
             r = fit_lens(cube, i, pred[i] if start == 'cnn' else None, cfg)
@@ -117,7 +122,7 @@ def main():
     paired = [(c, b) for b in blind for c in cnn if c['id'] == b['id']]
     med = lambda v: float(np.median(v)) if len(v) else None
     summary = dict(
-        n=len(cnn), max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, core_supersample=args.core, source_cusp=bool(args.cusp),
+        n=len(cnn), max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp),
         ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
         footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),

@@ -16,14 +16,15 @@ from .surveys import get_survey
 
 # %% auto #0
 __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 'SPEC_LABELS', 'FitDataError', 'band_psf',
-           'band_noise_map', 'band_data', 'FitModel', 'lens_start', 'truth_start', 'clump_repulsion', 'pair_prior',
-           'structure_prior', 'LensLikelihood', 'off_cusp', 'footprint_covariance', 'footprint_radius',
-           'gaussian_images', 'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary',
-           'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess', 'source_guess',
-           'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'laplace_covariance',
-           'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size', 'arc_radius', 'arc_start',
-           'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps', 'find_mode', 'fit_lens', 'fit_row',
-           'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
+           'band_noise_map', 'psf_margin_pixels', 'band_data', 'FitModel', 'lens_start', 'truth_start',
+           'clump_repulsion', 'pair_prior', 'structure_prior', 'LensLikelihood', 'off_cusp', 'footprint_covariance',
+           'footprint_radius', 'gaussian_images', 'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig', 'start_ball',
+           'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess',
+           'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish',
+           'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size',
+           'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps',
+           'find_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces',
+           'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -59,21 +60,43 @@ def band_noise_map(cube: Cube, i: int, j: int) -> np.ndarray:
 def _central(shape: tuple, crop: int | None) -> tuple[slice, slice]:
     "Row and column slices of the central crop x crop square of an (H, W) image (the whole image if crop is None)."
     H, W = shape[-2:]
-    if crop is None: return slice(None), slice(None)
+    if crop is None: return slice(0, H), slice(0, W)
     if (H - crop) % 2 or (W - crop) % 2 or crop > min(H, W):
         raise ValueError(f"crop {crop} must fit {H}x{W} with an even margin, so that the centre stays the centre")
     return slice((H - crop) // 2, (H + crop) // 2), slice((W - crop) // 2, (W + crop) // 2)
 
-def band_data(cube: Cube, i: int, j: int, supersample: int = 2, crop: int | None = None) -> tuple[list, np.ndarray]:
-    "lenstronomy's [kwargs_data, kwargs_psf, kwargs_numerics] for band j of cutout i (its central `crop` pixels), and\
- its likelihood mask (1 = use)."
-    sl = _central(cube.shape, crop)
+def _framed(a: np.ndarray, rows: slice, cols: slice, m: int, fill: float) -> np.ndarray:
+    "a[rows, cols] with m more pixels on every side, `fill` where they run off the image."
+    H, W = a.shape
+    r0, r1, c0, c1 = rows.start - m, rows.stop + m, cols.start - m, cols.stop + m
+    out = np.full((r1 - r0, c1 - c0), fill, float)
+    out[max(-r0, 0):out.shape[0] - max(r1 - H, 0), max(-c0, 0):out.shape[1] - max(c1 - W, 0)] = \
+        a[max(r0, 0):min(r1, H), max(c0, 0):min(c1, W)]
+    return out
+
+def psf_margin_pixels(cube: Cube, j: int, n_sigma: float) -> int:
+    "Whole pixels that n_sigma of band j's PSF span: its Gaussian sigma, or a PSF image's rms radius per axis (at\
+ most the image's half-width)."
+    if not n_sigma: return 0
+    psf = band_psf(cube, j)
+    if psf['psf_type'] == 'GAUSSIAN': return int(np.ceil(n_sigma * psf['fwhm'] / 2.3548200450309493 / cube.pixel_scale))
+    k = np.abs(psf['kernel_point_source']); u = np.arange(len(k)) - (len(k) - 1) / 2
+    rms = np.sqrt((k * (u[:, None] ** 2 + u[None] ** 2)).sum() / k.sum() / 2)
+    return int(min(np.ceil(n_sigma * rms), (len(k) - 1) // 2))
+
+def band_data(cube: Cube, i: int, j: int, supersample: int = 2, crop: int | None = None,
+              margin: int = 0) -> tuple[list, np.ndarray]:
+    "lenstronomy's [kwargs_data, kwargs_psf, kwargs_numerics] for band j of cutout i (its central `crop` pixels and\
+ `margin` more on every side, masked: rendered, so that the PSF brings their light in, but not fitted), and its\
+ likelihood mask (1 = use)."
+    rows, cols = _central(cube.shape, crop)
     s = cube.pixel_scale
-    img = np.asarray(cube.images[i, j], float)[sl]
+    img = _framed(np.asarray(cube.images[i, j], float), rows, cols, margin, 0.0)
     H, W = img.shape
-    noise = band_noise_map(cube, i, j)[sl]
+    noise = _framed(band_noise_map(cube, i, j), rows, cols, margin, np.inf)
     use = np.isfinite(img) & np.isfinite(noise)
-    if 'MASK' in cube.extensions: use &= np.asarray(cube.extensions['MASK'][i, j])[sl] == 0
+    if 'MASK' in cube.extensions: use &= _framed(np.asarray(cube.extensions['MASK'][i, j], float), rows, cols, margin, 1) == 0
+    if margin: use[:margin] = use[-margin:] = use[:, :margin] = use[:, -margin:] = False
     if not use.any():
         raise FitDataError(f"{cube.path or '<in memory>'}: cutout {i} band {cube.bands[j]}: no usable pixel (all masked, "
                            "non-finite or without variance)")
@@ -115,6 +138,9 @@ class FitModel:
     footprint: bool = False               # batched SIE likelihood only: each Gaussian of the source (mge, clumps) averaged over
                                           # each sub-pixel's source-plane footprint (`footprint_covariance`)
     clump_widths: bool = False            # each clump's width sigma sampled (BOUNDS), not held at CLUMP_SIGMA
+    psf_margin: float = 3.0               # PSF sigmas (in whole pixels) rendered beyond the fitted square and masked, so that
+                                          # the PSF brings in the light from outside it (0: lenstronomy's own edge, padded
+                                          # with its edge pixels: a bright, wide lens light several sigma too bright there)
 
     def __post_init__(self):
         if self.mass not in ('SIE', 'EPL'): raise ValueError(f"unknown mass model '{self.mass}': 'SIE' or 'EPL'")
@@ -205,7 +231,8 @@ class LensLikelihood:
         from lenstronomy.Workflow.fitting_sequence import FittingSequence
         self.model = model or FitModel()
         js = range(len(cube.bands)) if bands is None else [cube.bands.index(b) for b in bands]
-        parts = [band_data(cube, i, j, self.model.supersample, self.model.crop) for j in js]
+        self.margin = max(psf_margin_pixels(cube, j, self.model.psf_margin) for j in js)
+        parts = [band_data(cube, i, j, self.model.supersample, self.model.crop, self.margin) for j in js]
         start = dict(start, source=self.model.source_start(start['source']))
         if len(start['lens_light']) != 1 + self.model.neighbours:
             raise ValueError(f"the start has {len(start['lens_light'])} lens-light Sérsics, the model 1 + {self.model.neighbours} neighbours")
@@ -517,9 +544,10 @@ class SamplerConfig:
                                      # refitted to the second half of the chain so far (and hmc's step tuned)
     leapfrog: int = 6                # 'hmc': leapfrog steps per trajectory
     leapfrog_long: int | None = 30   # 'hmc': a chain still random-walking `lengthen_after` iterations past the adaptation
-                                     # (tau_max above 1/15 of them) goes on with trajectories this many steps long; the
-                                     # iterations before are then burn-in (None: never)
+                                     # (tau_max above 1/lengthen_ratio of them) goes on with trajectories this
+                                     # many steps long; the iterations before are then burn-in (None: never)
     lengthen_after: int = 200
+    lengthen_ratio: float = 12.0     # 15 also lengthened bench lens 0 (tau 13.7 after 200), which converges with 6 steps
     long_steps: int = 500            # at most this many iterations after the lengthening (its tuning included)
     seed: int = 0
 
@@ -658,10 +686,10 @@ def _hmc_step(store, eps: float | None = None) -> float | None:
 
 def _random_walking(tau: np.ndarray, kept: int, cfg: 'SamplerConfig', n_steps: int) -> bool:
     "Whether an HMC chain of `kept` iterations since its adaptation should go on with longer trajectories: its tau_max\
- is still above 1/15 of them (an estimate that grows with the chain: walkers creeping along a curved ridge) after\
- `cfg.lengthen_after`, and they are not already `cfg.leapfrog_long` steps long."
+ is still above 1/`cfg.lengthen_ratio` of them (an estimate that grows with the chain: walkers creeping along a curved\
+ ridge) after `cfg.lengthen_after`, and they are not already `cfg.leapfrog_long` steps long."
     return (cfg.moves == 'hmc' and cfg.leapfrog_long is not None and n_steps < cfg.leapfrog_long
-            and kept >= cfg.lengthen_after and not np.all(15 * tau < kept))
+            and kept >= cfg.lengthen_after and not np.all(cfg.lengthen_ratio * tau < kept))
 
 class Unbounded:
     "Box-bounded parameters x (lower < x < upper) mapped to the whole real line, z = logit((x - lower) / (upper - lower))\
@@ -758,7 +786,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     state = sampler.get_last_sample() if done else p0
     old_tau, converged, tau = np.full(ndim, np.inf), False, np.full(ndim, np.inf)
     accepted = sampler.backend.accepted.copy() if done else np.zeros(nwalkers)
-    bar = progress(total=cfg.max_steps, initial=done, desc=desc, disable=not show_progress, leave=False)
+    bar = progress(total=limit, initial=done, desc=desc, disable=not show_progress, leave=False)
     while sampler.iteration < limit and not converged:
         it = sampler.iteration
         n = min(cfg.check_every - it % cfg.check_every, limit - it, adapt - it if it < adapt else limit)
@@ -779,7 +807,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
             t.n_steps, t.adapting, old_tau = cfg.leapfrog_long, True, np.full(ndim, np.inf)   # longer trajectories, their
             _chain_attr(store, 'long_from', sampler.iteration)                               # step tuned again: all
             adapt = sampler.iteration + cfg.adapt_steps                                      # that went before is burn-in
-            limit = min(cfg.max_steps, sampler.iteration + cfg.long_steps)
+            limit = bar.total = min(cfg.max_steps, sampler.iteration + cfg.long_steps)
         bar.set_postfix_str(f"tau_max {np.max(tau):.1f}, acceptance {np.mean(sampler.acceptance_fraction):.2f}", refresh=False)
     bar.close()
     if sampler.iteration <= adapt:                       # stopped while adapting: all of it is judged (and burnt) alike
@@ -839,25 +867,38 @@ def source_guess(cube: Cube, i: int, lens: list[dict], mass: str = 'SIE') -> dic
     size = float(np.sqrt((ww * ((bx - sx) ** 2 + (by - sy) ** 2)).sum()))
     return dict(R_sersic=float(np.clip(size, 0.05, 1.0)), n_sersic=1.0, e1=0.0, e2=0.0, center_x=sx, center_y=sy)
 
-def neighbour_guess(cube: Cube, i: int, cx: float, cy: float, half: float, n_max: int = 2, min_snr: float = 5.0,
-                    min_distance: float = 0.8) -> list[dict]:
-    "Round Sérsic starts of up to n_max unlensed neighbours within `half` (+ 0.5) arcsec of the lens centre (cx, cy):\
- peaks of the deblender's LENS_LIGHT (bands summed; none without it) beyond `min_distance` arcsec that are not mirrored\
- through the centre (a lens galaxy's light is point-symmetric) at S/N >= min_snr, brightest first."
+def _asymmetric_peaks(img: np.ndarray, sd: np.ndarray, cube: Cube, cx: float, cy: float, r_min: float, half: float,
+                      min_snr: float, of_excess: bool = False) -> list[tuple]:
+    "(excess, x, y) of the peaks of img (H, W; noise sd), beyond r_min and within `half` (+ 0.5) arcsec of (cx, cy),\
+ where img exceeds its point mirror through (cx, cy) at S/N >= min_snr: light that is not the lens galaxy's;\
+ `of_excess`: peaks of that excess instead of img (a faint neighbour on a lens light's slope is no peak of img)."
     from scipy import ndimage
-    if 'LENS_LIGHT' not in cube.extensions: return []
-    img = np.nansum(np.asarray(cube.extensions['LENS_LIGHT'][i], float), 0)
-    sd = np.sqrt(np.sum([band_noise_map(cube, i, j) ** 2 for j in range(len(cube.bands))], 0))
     H, W = img.shape
     s, (x, y) = cube.pixel_scale, _grid(cube)
     mirror = ndimage.map_coordinates(img, [(H - 1) / 2 + (2 * cy - y) / s, (W - 1) / 2 + (2 * cx - x) / s], order=1, mode='nearest')
-    snr = ndimage.gaussian_filter(img - mirror, 1.0) / ndimage.gaussian_filter(np.sqrt(2) * sd, 1.0) * np.sqrt(4 * np.pi)
-    smooth = ndimage.gaussian_filter(img, 1.0)
+    excess = ndimage.gaussian_filter(img - mirror, 1.0)
+    snr = excess / ndimage.gaussian_filter(np.sqrt(2) * sd, 1.0) * np.sqrt(4 * np.pi)
+    top = excess if of_excess else ndimage.gaussian_filter(img, 1.0)
     r, box = np.hypot(x - cx, y - cy), np.maximum(np.abs(x - cx), np.abs(y - cy))
-    peak = (ndimage.maximum_filter(smooth, 5) == smooth) & (snr >= min_snr) & (r > min_distance) & (box < half + 0.5)
-    order = np.argsort(-smooth[peak])[:n_max]
-    return [dict(R_sersic=0.3, n_sersic=1.0, e1=0.0, e2=0.0, center_x=float(a), center_y=float(b))
-            for a, b in zip(x[peak][order], y[peak][order])]
+    peak = (ndimage.maximum_filter(top, 5) == top) & (snr >= min_snr) & (r > r_min) & (box < half + 0.5)
+    return list(zip(excess[peak], x[peak], y[peak]))
+
+def neighbour_guess(cube: Cube, i: int, cx: float, cy: float, half: float, n_max: int = 2, min_snr: float = 5.0,
+                    min_distance: float = 0.8, theta_E: float | None = None) -> list[dict]:
+    "Round Sérsic starts of up to n_max unlensed neighbours within `half` (+ 0.5) arcsec of the lens centre (cx, cy),\
+ brightest first: peaks not mirrored through the centre (a lens galaxy's light is point-symmetric) at S/N >= min_snr,\
+ of the deblender's LENS_LIGHT (bands summed) beyond `min_distance` arcsec and, given the lens's `theta_E`, of the image\
+ itself beyond 2 theta_E (past the arcs: a faint neighbour on a bright lens light can go to the deblender's ARCS)."
+    sd = np.sqrt(np.sum([band_noise_map(cube, i, j) ** 2 for j in range(len(cube.bands))], 0))
+    maps = [(cube.extensions['LENS_LIGHT'], min_distance, False)] if 'LENS_LIGHT' in cube.extensions else []
+    if theta_E is not None: maps.append((cube.images, max(min_distance, 2 * theta_E), True))
+    peaks = [p for a, r_min, excess in maps for p in _asymmetric_peaks(np.nansum(np.asarray(a[i], float), 0), sd, cube,
+                                                                        cx, cy, r_min, half, min_snr, excess)]
+    found = []
+    for _, a, b in sorted(peaks, key=lambda p: -p[0]):
+        if len(found) < n_max and all(np.hypot(a - d['center_x'], b - d['center_y']) > 0.5 for d in found):
+            found.append(dict(R_sersic=0.3, n_sersic=1.0, e1=0.0, e2=0.0, center_x=float(a), center_y=float(b)))
+    return found
 
 def cnn_start(cube: Cube, i: int, row, mass: str = 'SIE') -> tuple[dict, np.ndarray]:
     "The start from a CNN prediction (a table row or a mapping with the seven parameters and their `_std`): the\
@@ -1007,8 +1048,9 @@ class FitConfig:
     "How each lens is fitted: model, crop, walkers, searches (particles, iterations) and sampler."
     mass: str = 'SIE'
     supersample: int = 2
-    core_supersample: int | None = None  # 8: the lens light's central pixels finer (`FitModel.core_supersample`);
-                                     # off: on bench/fit.py it cost ~1.5x per step and gained nothing measurable
+    core_supersample: int | None = None  # 8: the lens light's central pixels finer (`FitModel.core_supersample`): the truth
+                                     # of bench/fit.py's lenses is at chi^2/pixel 0.94-1.08 with it and the margin, but
+                                     # the fits did not find it (4 of 8 converged, 437 s median): off until they do
     centre_sigma: float | None = None # arcsec: the mass centre's Gaussian prior about the lens light's (None: free)
     ellipticity_sigma: float | None = None  # the mass e1, e2's Gaussian prior about the lens light's (None: free)
     shear_sigma: float | None = None  # the external shear's Gaussian prior about 0 (None: free)
@@ -1016,10 +1058,11 @@ class FitConfig:
     source: str = 'sersic'            # 'mge': the source as concentric Gaussians (`FitModel.source`)
     footprint: bool = False           # the source's Gaussians averaged over the sub-pixels' footprints (`FitModel.footprint`)
     clump_widths: bool = False        # the clumps' widths sampled (`FitModel.clump_widths`)
+    psf_margin: float = 3.0           # PSF sigmas rendered beyond the fitted square (`FitModel.psf_margin`)
     shapelets: int | None = None     # a Sérsic + 3 clumps fitted 8 lenstronomy-made lenses better than shapelets (n_max 4)
     clumps: int = 3
     clump_min_gain: float = 25.0     # a clump that raises log L by less is dropped before the sampler (`drop_weak_clumps`)
-    neighbours: int = 2              # at most this many unlensed neighbours modelled (found in LENS_LIGHT)
+    neighbours: int = 2              # at most this many unlensed neighbours modelled (`neighbour_guess`)
     crop: bool = True
     walkers: int = 8                 # hmc: each walker is a chain of its own; the ensemble moves take at least 2 D + 2
     search_cnn: tuple[int, int] = (32, 40)
@@ -1209,7 +1252,8 @@ def _neighbours(cube: Cube, i: int, start: dict, crop: int | None, cfg: 'FitConf
     "Starts of the neighbours that matter to a fit of the central `crop` pixels about the start's lens light."
     half = (crop or max(cube.shape[2:])) * cube.pixel_scale / 2
     ll = start['lens_light'][0]
-    return neighbour_guess(cube, i, ll['center_x'], ll['center_y'], half, cfg.neighbours) if cfg.neighbours else []
+    return (neighbour_guess(cube, i, ll['center_x'], ll['center_y'], half, cfg.neighbours, theta_E=start['lens'][0]['theta_E'])
+            if cfg.neighbours else [])
 
 def find_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig', rng: np.random.Generator,
               crop: int | None = None, seconds: dict | None = None) -> tuple:
@@ -1222,7 +1266,7 @@ def find_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig',
     model = FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets, neighbours=len(start['lens_light']) - 1,
                      core_supersample=cfg.core_supersample, centre_sigma=cfg.centre_sigma, source_cusp=cfg.source_cusp,
                      ellipticity_sigma=cfg.ellipticity_sigma, shear_sigma=cfg.shear_sigma, source=cfg.source,
-                     footprint=cfg.footprint, clump_widths=cfg.clump_widths)
+                     footprint=cfg.footprint, clump_widths=cfg.clump_widths, psf_margin=cfg.psf_margin)
     lk = LensLikelihood(cube, i, start, model)
     f = _log_prob(lk, cfg.batched)
     x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),
@@ -1353,8 +1397,10 @@ def plot_fit(result: FitResult, title: str = ''):
     bl = BatchedLikelihood(result.lk)
     m = bl.model(result.chain.best)
     src, ext = bl.source_plane(result.chain.best)
-    data, w = bl.data.cpu().numpy(), bl.weight.cpu().numpy()
-    H, W = bl.shape
+    m0 = result.lk.margin                            # the fitted square, without the rendered margin
+    cut = lambda a: a[..., m0:a.shape[-2] - m0, m0:a.shape[-1] - m0]
+    data, w, m = cut(bl.data.cpu().numpy()), cut(bl.weight.cpu().numpy()), {k: cut(v) for k, v in m.items() if k != 'amp'}
+    H, W = data.shape[-2:]
     s = result.lk.sequence.kwargs_data_joint['multi_band_list'][0][0]['transform_pix2angle'][0, 0]
     box = [-W / 2 * s, W / 2 * s, -H / 2 * s, H / 2 * s]
     B = len(data)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from slnb.core import PARAM_NAMES
-from slnb.fit import FitDataError, FitModel, LensLikelihood, band_data, band_psf, lens_start, truth_start
+from slnb.fit import (FitDataError, FitModel, LensLikelihood, band_data, band_noise_map, band_psf, lens_start,
+                      truth_start)
 from slnb.simulate import simulate_cube
 
 
@@ -95,6 +96,44 @@ def test_shapelet_source_and_crop_agree_with_lenstronomy(cube):
     with pytest.raises(ValueError, match='even margin'): band_data(cube, 0, 0, crop=35)
 
 
+def test_the_psf_margin_brings_in_the_light_from_beyond_the_fitted_square(cube):
+    """Noise-free data rendered by lenstronomy on the whole 64x64 cutout (a wide de Vaucouleurs lens light peaking at
+    1000 sigma): fitted on its central 36x36 with a margin of 3 PSF sigmas, both likelihoods find the truth exact
+    (chi^2/pixel 6e-9); without it (lenstronomy pads the square with its edge pixels) its edges come out too bright
+    (chi^2/pixel 0.14)."""
+    from dataclasses import replace
+    from lenstronomy.Data.imaging_data import ImageData
+    from lenstronomy.Data.psf import PSF
+    from lenstronomy.ImSim.image_model import ImageModel
+    from lenstronomy.LensModel.lens_model import LensModel
+    from lenstronomy.LightModel.light_model import LightModel
+    from slnb.fit import BatchedLikelihood
+    start = truth_start(cube.catalog[0])
+    start['lens_light'][0].update(R_sersic=3.0, n_sersic=4.0)
+    images = np.array(cube.images[:1], float)
+    for j in range(3):
+        kd, kp, kn = band_data(cube, 0, j)[0]
+        model = ImageModel(ImageData(**kd), PSF(**kp), LensModel(['SIE', 'SHEAR']), LightModel(['SERSIC_ELLIPSE']),
+                           LightModel(['SERSIC_ELLIPSE']), kwargs_numerics=kn)
+        light = [dict(start['lens_light'][0], amp=1.0)]
+        scale = 1000 * band_noise_map(cube, 0, j).mean() / model.image(kwargs_lens_light=light, lens_light_add=True,
+                                                                         source_add=False).max()
+        m = start['lens'][0]                                                 # the fit's shear origin: the start's centre
+        lens = [m, dict(start['lens'][1], ra_0=m['center_x'], dec_0=m['center_y'])]
+        images[0, j] = model.image(lens, [dict(start['source'][0], amp=10 * scale)], [dict(light[0], amp=scale)])
+    clean = replace(cube.take([0]), images=images.astype(np.float32))
+    chi2 = {}
+    for margin in (3.0, 0.0):
+        lk = LensLikelihood(clean, 0, start, FitModel(crop=36, psf_margin=margin))
+        a = lk.args(start)
+        chi2[margin] = (lk.chi2_red(a), -2 * float(BatchedLikelihood(lk)(a[None])[0]) / lk.n_data, lk.margin, lk.n_data)
+    fwhm = max(float(band_psf(cube, j)['fwhm']) for j in range(3))
+    assert chi2[3.0][2] == int(np.ceil(3 * fwhm / 2.3548 / cube.pixel_scale)) and chi2[0.0][2] == 0
+    assert chi2[3.0][3] == chi2[0.0][3] == 3 * 36 * 36                     # the margin is rendered, not fitted
+    assert max(chi2[3.0][:2]) < 1e-6 and min(chi2[0.0][:2]) > 0.1, chi2
+    assert abs(chi2[3.0][0] - chi2[3.0][1]) < 1e-3 and abs(chi2[0.0][0] / chi2[0.0][1] - 1) < 1e-3   # lenstronomy = batched
+
+
 def test_core_supersampling_renders_a_steep_lens_light_core(cube):
     """A de Vaucouleurs lens light: 2x2 sub-pixels miss its central pixels' means by up to 40%, the core's 8x8 (a
     sub-pixel at the cusp read a little off it) by < 2%, also with the centre on a sub-pixel; away from the core both
@@ -103,7 +142,7 @@ def test_core_supersampling_renders_a_steep_lens_light_core(cube):
     from lenstronomy.LightModel.light_model import LightModel
     from slnb.fit import BatchedLikelihood
     start = truth_start(cube.catalog[0])
-    f = {kc: BatchedLikelihood(LensLikelihood(cube, 0, start, FitModel(crop=36, core_supersample=kc))) for kc in (None, 8)}
+    f = {kc: BatchedLikelihood(LensLikelihood(cube, 0, start, FitModel(crop=36, core_supersample=kc, psf_margin=0))) for kc in (None, 8)}
     k, s, H = 48, 0.2, 36                                                  # the pixel means from 48 x 48 sub-pixels
     u = ((np.arange(H)[:, None] + (np.arange(k) + 0.5) / k - 0.5).ravel() - (H - 1) / 2) * s
     yy, xx = np.meshgrid(u, u, indexing='ij')
@@ -265,6 +304,21 @@ def test_hmc_mixes_fast_recovers_a_correlated_gaussian_and_resumes(tmp_path):
     with pytest.raises(ValueError, match='gradient'): run_sampler(logp, p0, SamplerConfig(moves='hmc'), vectorize=True)
 
 
+def test_only_a_chain_whose_tau_keeps_up_with_it_is_lengthened():
+    """The tau traces of bench lenses 7 and 0 at 6 leapfrog steps, 200 iterations past the adaptation: 18.4 (its tau grew
+    with the chain to 54 at 550; it converges only lengthened) and 13.7 (it converges at 6 steps, tau 11). The default
+    ratio (12) lengthens the first alone; never before `lengthen_after`, never twice, never without `leapfrog_long`."""
+    from slnb.fit import SamplerConfig, _random_walking
+    cfg = SamplerConfig(moves='hmc')
+    tau = lambda t: np.array([1.0, 3.0, t])
+    assert _random_walking(tau(18.4), 200, cfg, cfg.leapfrog) and not _random_walking(tau(13.7), 200, cfg, cfg.leapfrog)
+    assert _random_walking(tau(13.7), 200, SamplerConfig(moves='hmc', lengthen_ratio=15), cfg.leapfrog)
+    assert not _random_walking(tau(18.4), 175, cfg, cfg.leapfrog)                  # too early to judge
+    assert not _random_walking(tau(18.4), 200, cfg, cfg.leapfrog_long)             # already long
+    assert not _random_walking(tau(18.4), 200, SamplerConfig(moves='hmc', leapfrog_long=None), cfg.leapfrog)
+    assert not _random_walking(tau(18.4), 200, SamplerConfig(), 0)                 # not hmc
+
+
 def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened(tmp_path):
     """On a banana (x0 ~ N(0, 10^2), x1 + b (x0^2 - 100) ~ N(0, 1)) no dense mass matrix fits, and HMC with 3 leapfrog
     steps random-walks along it (tau ~100 or walkers stuck; not converged in 1500 iterations); with `leapfrog_long` the chain is
@@ -329,6 +383,29 @@ def test_neighbours_are_found_beside_the_lens_light_and_fitted_as_lenstronomy_do
         a = lk.args(start)
         walkers = a + 0.01 * np.random.default_rng(6).standard_normal((5, lk.ndim)) * np.abs(a).clip(0.1)
         assert np.allclose(BatchedLikelihood(lk)(walkers), [lk.log_likelihood(w) for w in walkers], rtol=0, atol=0.05), fix
+
+
+def test_a_faint_neighbour_on_the_lens_light_s_slope_is_found_in_the_image_past_the_arcs(cube):
+    """A neighbour at 5 sigma on the slope of a bright lens light, not in the deblender's LENS_LIGHT (bench lens 2's went
+    to its ARCS): no peak of LENS_LIGHT, nor of the image; given theta_E, the image's excess over its point mirror
+    beyond 2 theta_E finds it, and the lens alone (its arcs inside 2 theta_E) gives nothing."""
+    from dataclasses import replace
+    from slnb.fit import _grid, neighbour_guess
+    row = cube.catalog[0]
+    cx, cy, te = float(row['lens_light_center_x']), float(row['lens_light_center_y']), float(row['theta_E'])
+    x, y = _grid(cube)
+    nx, ny = cx - 0.9, cy + min(2 * te + 0.8, 3.5)
+    blob = 5 * band_noise_map(cube, 0, 0).mean() * np.exp(-0.5 * ((x - nx) ** 2 + (y - ny) ** 2) / 0.25 ** 2)
+    try:
+        _with_lens_light(cube, 0, None)
+        alone = np.array(cube.images); alone[0] += cube.extensions['LENS_LIGHT'][0]
+        lens, near = replace(cube, images=alone), replace(cube, images=alone + blob)
+        assert neighbour_guess(near, 0, cx, cy, half=4.0) == []
+        found = neighbour_guess(near, 0, cx, cy, half=4.0, theta_E=te)
+        assert len(found) == 1 and np.hypot(found[0]['center_x'] - nx, found[0]['center_y'] - ny) < 0.15, found
+        assert neighbour_guess(lens, 0, cx, cy, half=4.0, theta_E=te) == []
+    finally:
+        cube.extensions.pop('LENS_LIGHT', None)
 
 
 def test_unbounded_sampling_keeps_the_posterior_its_gradient_and_a_wall():
@@ -415,7 +492,7 @@ def test_source_cusp_guard_bounds_a_sub_pixel_on_the_source_centre(cube):
     assert img[(2, False)].max() > 5 * ref.max() and img[(2, False)].sum() > 2 * ref.sum()
     assert 1 / 3 < img[(2, True)].max() / ref.max() < 1 and 1 / 3 < img[(2, True)].sum() / ref.sum() < 1
     b = f[(2, False)]
-    np.testing.assert_allclose(footprint_radius(b.x, b.y, (H, H), 2, 0.1).numpy(), 0.1 / np.sqrt(6), rtol=1e-9)
+    np.testing.assert_allclose(footprint_radius(b.x, b.y, b.shape, 2, 0.1).numpy(), 0.1 / np.sqrt(6), rtol=1e-9)
 
 
 def test_gaussian_sources_agree_with_lenstronomy_and_footprints_remove_the_aliasing():
