@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from .core import PARAM_NAMES
 from .io import LIGHT_PARAMS, Cube
-from .surveys import get_survey
+from .surveys import FWHM_TO_SIGMA, get_survey
 
 # %% auto #0
 __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 'SPEC_LABELS', 'FitDataError', 'band_psf',
@@ -79,7 +79,7 @@ def psf_margin_pixels(cube: Cube, j: int, n_sigma: float) -> int:
  most the image's half-width)."
     if not n_sigma: return 0
     psf = band_psf(cube, j)
-    if psf['psf_type'] == 'GAUSSIAN': return int(np.ceil(n_sigma * psf['fwhm'] / 2.3548200450309493 / cube.pixel_scale))
+    if psf['psf_type'] == 'GAUSSIAN': return int(np.ceil(n_sigma * psf['fwhm'] * FWHM_TO_SIGMA / cube.pixel_scale))
     k = np.abs(psf['kernel_point_source']); u = np.arange(len(k)) - (len(k) - 1) / 2
     rms = np.sqrt((k * (u[:, None] ** 2 + u[None] ** 2)).sum() / k.sum() / 2)
     return int(min(np.ceil(n_sigma * rms), (len(k) - 1) // 2))
