@@ -8,7 +8,7 @@ accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--ids 2,5] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
 [--out fit] [--core K (default: FitConfig's, off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--cusp 0|1 (default: FitConfig's source_cusp)]
 [--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R]
-(default: the sampler's)`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
+(default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
 import json
@@ -54,8 +54,17 @@ def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
     bl.value_and_grad(x[:16])
     t = time.perf_counter(); bl(x[:16]); t16 = time.perf_counter() - t
     t = time.perf_counter(); bl.value_and_grad(x[:16]); tg = time.perf_counter() - t
+    b32 = BatchedLikelihood(lk, dtype=torch.float32); b32.value_and_grad(x[:8]); bl.value_and_grad(x[:8])
+    t8 = {}
+    for name, b in (('float64', bl), ('float32', b32)):       # the sampler's call: 8 walkers, best of 3 x 10
+        t8[name] = min(_seconds(lambda: [b.value_and_grad(x[:8]) for _ in range(10)]) / 10 for _ in range(3))
     return dict(walkers=walkers, crop=lk.model.crop, batched_s=tb, lenstronomy_s=tl, ratio=tl / tb,
-                log_l_16_s=t16, value_and_grad_16_s=tg)
+                log_l_16_s=t16, value_and_grad_16_s=tg, value_and_grad_8_float64_s=t8['float64'],
+                value_and_grad_8_float32_s=t8['float32'], float64_over_float32=t8['float64'] / t8['float32'])
+
+
+def _seconds(f) -> float:
+    t = time.perf_counter(); f(); return time.perf_counter() - t
 
 
 def main():
@@ -78,6 +87,8 @@ def main():
                     help="SamplerConfig.leapfrog_long: a chain still random-walking goes on with trajectories this long (default: the sampler's; 0: never)")
     ap.add_argument('--lengthen-ratio', type=float, default=None,
                     help="SamplerConfig.lengthen_ratio: lengthened where tau_max is above 1/R of the iterations (default: the sampler's)")
+    ap.add_argument('--dtype', default=FitConfig.sample_dtype, choices=('float32', 'float64'),
+                    help="FitConfig.sample_dtype: the swarm's and the sampler's images")
     ap.add_argument('--clump-widths', type=int, default=int(FitConfig.clump_widths), help='FitConfig.clump_widths (0: off, 1: on)')
     args = ap.parse_args()
     wanted = args.starts.split(',')
@@ -87,7 +98,9 @@ def main():
     print(f"one log L of {speed['walkers']} walkers ({speed['crop']}x{speed['crop']} pixels, 3 bands, clumps 3): "
           f"batched {speed['batched_s'] * 1e3:.0f} ms, lenstronomy one by one {speed['lenstronomy_s'] * 1e3:.0f} ms "
           f"({speed['ratio']:.1f}x); 16 walkers: log L {speed['log_l_16_s'] * 1e3:.0f} ms, with its gradient "
-          f"{speed['value_and_grad_16_s'] * 1e3:.0f} ms", flush=True)
+          f"{speed['value_and_grad_16_s'] * 1e3:.0f} ms; 8 walkers with the gradient: float64 "
+          f"{speed['value_and_grad_8_float64_s'] * 1e3:.1f} ms, float32 {speed['value_and_grad_8_float32_s'] * 1e3:.1f} ms "
+          f"({speed['float64_over_float32']:.2f}x)", flush=True)
     hmc = FitConfig().sampler
     hmc = replace(hmc, max_steps=args.max_steps or hmc.max_steps, leapfrog=args.leapfrog or hmc.leapfrog,
                   leapfrog_long=hmc.leapfrog_long if args.leapfrog_long is None else args.leapfrog_long or None,
@@ -95,7 +108,7 @@ def main():
     cfg = FitConfig(sampler=hmc, core_supersample=args.core or None, psf_margin=args.psf_margin,
                     source_cusp=bool(args.cusp), ellipticity_sigma=args.ellipticity_sigma or None,
                     shear_sigma=args.shear_sigma or None, source=args.source, footprint=bool(args.footprint),
-                    clump_widths=bool(args.clump_widths))
+                    clump_widths=bool(args.clump_widths), sample_dtype=args.dtype)
     rows = []
     for i in ([int(a) for a in args.ids.split(',')] if args.ids else range(args.n)):
         truth = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES}
@@ -124,7 +137,7 @@ def main():
     summary = dict(
         n=len(cnn), max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp),
         ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
-        footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), likelihood=speed,
+        footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),
         cnn_prediction_median_abs_rel_error=med([abs(r['cnn_rel_error']) for r in cnn]),
         converged=int(sum(r['converged'] for r in cnn)), median_tau_max=med([r['tau_max'] for r in cnn]),
