@@ -773,6 +773,8 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     adapt = cfg.adapt_steps if cfg.moves in ('de+t', 'hmc') else 0
     long_from = _chain_attr(store, 'long_from') if cfg.moves == 'hmc' and done else None
     if long_from is not None: adapt = int(long_from) + cfg.adapt_steps   # lengthened before the kill, then re-tuned
+    restart = int(_chain_attr(store, 'revived_at') or 0) if done else 0  # walkers revived after the adaptation: the
+                                                                         # chain is judged from there
     limit = cfg.max_steps if long_from is None else min(cfg.max_steps, int(long_from) + cfg.long_steps)
     mean, cov = np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov
     t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog if long_from is None else cfg.leapfrog_long, bounds=bounds)
@@ -799,11 +801,19 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
             accepted = sampler.backend.accepted.copy()
             if cfg.moves == 'hmc' and it == adapt: t.adapting = False; _hmc_step(store, t.eps)
             continue
-        tau = _tau(sampler, adapt)
-        converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - adapt)           # tau_max stable (each of D
-                         and abs(np.max(old_tau) - np.max(tau)) < cfg.tau_rtol * np.max(tau)) # noisy estimates never all are)
-        old_tau = tau
-        if not converged and _random_walking(tau, sampler.iteration - adapt, cfg, getattr(t, 'n_steps', 0)):
+        stuck = sampler.backend.accepted - accepted == 0
+        accepted = sampler.backend.accepted.copy()
+        if stuck.any() and not stuck.all() and cfg.moves == 'hmc':   # a walker where every trajectory fails (a narrow
+            state = _revive(state, ~stuck, sampler._random)          # place the tuned step overshoots) would hold its
+            restart, old_tau = sampler.iteration, np.full(ndim, np.inf)   # parameters constant, tau NaN: moved onto a
+            _chain_attr(store, 'revived_at', restart)                # live one, and the chain judged from here on
+        window = max(adapt, restart)
+        if sampler.iteration > window:
+            tau = _tau(sampler, window)
+            converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - window)      # tau_max stable (each of D
+                             and abs(np.max(old_tau) - np.max(tau)) < cfg.tau_rtol * np.max(tau))  # noisy estimates never all are)
+            old_tau = tau
+        if not converged and _random_walking(_tau(sampler, adapt), sampler.iteration - adapt, cfg, getattr(t, 'n_steps', 0)):
             t.n_steps, t.adapting, old_tau = cfg.leapfrog_long, True, np.full(ndim, np.inf)   # longer trajectories, their
             _chain_attr(store, 'long_from', sampler.iteration)                               # step tuned again: all
             adapt = sampler.iteration + cfg.adapt_steps                                      # that went before is burn-in
@@ -812,8 +822,9 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     bar.close()
     if sampler.iteration <= adapt:                       # stopped while adapting: all of it is judged (and burnt) alike
         adapt = cfg.adapt_steps if cfg.adapt_steps < sampler.iteration and cfg.moves in ('de+t', 'hmc') else 0
-    tau, kept = _tau(sampler, adapt), sampler.iteration - adapt
-    burn = adapt + (int(min(2 * np.nanmax(tau), kept // 2)) if np.all(np.isfinite(tau)) else kept // 2)
+    window = max(adapt, restart) if restart < sampler.iteration else adapt
+    tau, kept = _tau(sampler, window), sampler.iteration - window
+    burn = window + (int(min(2 * np.nanmax(tau), kept // 2)) if np.all(np.isfinite(tau)) else kept // 2)
     lp = sampler.get_log_prob()
     if log_jacobian is not None: lp = lp - log_jacobian(sampler.get_chain().reshape(-1, ndim)).reshape(lp.shape)
     k = np.unravel_index(np.argmax(lp), lp.shape)
@@ -1048,9 +1059,8 @@ class FitConfig:
     "How each lens is fitted: model, crop, walkers, searches (particles, iterations) and sampler."
     mass: str = 'SIE'
     supersample: int = 2
-    core_supersample: int | None = None  # 8: the lens light's central pixels finer (`FitModel.core_supersample`): the truth
-                                     # of bench/fit.py's lenses is at chi^2/pixel 0.94-1.08 with it and the margin, but
-                                     # the fits did not find it (4 of 8 converged, 437 s median): off until they do
+    core_supersample: int | None = 8  # the lens light's central pixels finer (`FitModel.core_supersample`): the truth of
+                                     # bench/fit.py's lenses is at chi^2/pixel 0.94-1.08 with it and the margin (None: off)
     centre_sigma: float | None = None # arcsec: the mass centre's Gaussian prior about the lens light's (None: free)
     ellipticity_sigma: float | None = None  # the mass e1, e2's Gaussian prior about the lens light's (None: free)
     shear_sigma: float | None = None  # the external shear's Gaussian prior about 0 (None: free)
