@@ -801,10 +801,9 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
             accepted = sampler.backend.accepted.copy()
             if cfg.moves == 'hmc' and it == adapt: t.adapting = False; _hmc_step(store, t.eps)
             continue
-        stuck = sampler.backend.accepted - accepted == 0
-        accepted = sampler.backend.accepted.copy()
-        if stuck.any() and not stuck.all() and cfg.moves == 'hmc':   # a walker where every trajectory fails (a narrow
-            state = _revive(state, ~stuck, sampler._random)          # place the tuned step overshoots) would hold its
+        since, accepted = sampler.backend.accepted - accepted, sampler.backend.accepted.copy()
+        if (since == 0).any() and since.any() and cfg.moves == 'hmc':  # a walker where every trajectory fails (a narrow
+            state = _revive(state, since, sampler._random)           # place the tuned step overshoots) would hold its
             restart, old_tau = sampler.iteration, np.full(ndim, np.inf)   # parameters constant, tau NaN: moved onto a
             _chain_attr(store, 'revived_at', restart)                # live one, and the chain judged from here on
         window = max(adapt, restart)

@@ -125,6 +125,7 @@ def test_the_psf_margin_brings_in_the_light_from_beyond_the_fitted_square(cube):
     from lenstronomy.LensModel.lens_model import LensModel
     from lenstronomy.LightModel.light_model import LightModel
     from slnb.fit import BatchedLikelihood
+    from slnb.surveys import FWHM_TO_SIGMA
     start = truth_start(cube.catalog[0])
     start['lens_light'][0].update(R_sersic=3.0, n_sersic=4.0)
     images = np.array(cube.images[:1], float)
@@ -145,7 +146,7 @@ def test_the_psf_margin_brings_in_the_light_from_beyond_the_fitted_square(cube):
         a = lk.args(start)
         chi2[margin] = (lk.chi2_red(a), -2 * float(BatchedLikelihood(lk)(a[None])[0]) / lk.n_data, lk.margin, lk.n_data)
     fwhm = max(float(band_psf(cube, j)['fwhm']) for j in range(3))
-    assert chi2[3.0][2] == int(np.ceil(3 * fwhm / 2.3548 / cube.pixel_scale)) and chi2[0.0][2] == 0
+    assert chi2[3.0][2] == int(np.ceil(3 * fwhm * FWHM_TO_SIGMA / cube.pixel_scale)) and chi2[0.0][2] == 0
     assert chi2[3.0][3] == chi2[0.0][3] == 3 * 36 * 36                     # the margin is rendered, not fitted
     assert max(chi2[3.0][:2]) < 1e-6 and min(chi2[0.0][:2]) > 0.1, chi2
     assert abs(chi2[3.0][0] - chi2[3.0][1]) < 1e-3 and abs(chi2[0.0][0] / chi2[0.0][1] - 1) < 1e-3   # lenstronomy = batched
