@@ -1070,7 +1070,7 @@ class FitConfig:
     psf_margin: float = 3.0           # PSF sigmas rendered beyond the fitted square (`FitModel.psf_margin`)
     shapelets: int | None = None     # a Sérsic + 3 clumps fitted 8 lenstronomy-made lenses better than shapelets (n_max 4)
     clumps: int = 3
-    clump_min_gain: float = 25.0     # a clump that raises log L by less is dropped before the sampler (`drop_weak_clumps`)
+    clump_min_gain: float = 100.0    # a clump that raises log L by less is dropped before the sampler (`drop_weak_clumps`)
     neighbours: int = 2              # at most this many unlensed neighbours modelled (`neighbour_guess`)
     crop: bool = True
     walkers: int = 8                 # hmc: each walker is a chain of its own; the ensemble moves take at least 2 D + 2
