@@ -576,3 +576,23 @@ def test_gaussian_sources_agree_with_lenstronomy_and_footprints_remove_the_alias
     err = {key: np.abs(img[key] - img[12, False]).max((1, 2)) / np.abs(img[12, False]).max((1, 2)) for key in ((2, False), (2, True))}
     narrow = [0, len(MGE_SIGMAS), len(MGE_SIGMAS) + 1]          # the 0.03" Gaussian and the two 0.08" clumps
     assert (err[2, False][narrow] > 0.03).all() and (err[2, True][narrow] < err[2, False][narrow] / 3).all(), err
+
+
+def test_cnn_offsets_start_at_the_cnn_theta_E_plus_k_sigma_and_keep_the_best_mode(cube):
+    """Each of FitConfig.cnn_offsets is a start at the CNN's theta_E + k of its sigma; fit_lens keeps the mode of highest
+    log L: from a CNN theta_E 60% high, the start one sigma below finds the true mode that the first alone misses."""
+    from astropy.table import Table
+    from slnb.fit import FitConfig, SamplerConfig, _theta_E_offset, fit_lens
+    row = dict(theta_E=1.2, theta_E_std=0.1, e1=0.1, e1_std=0.02)
+    assert _theta_E_offset(row, -1)['theta_E'] == pytest.approx(1.1) and _theta_E_offset(row, 0) == row
+    assert _theta_E_offset(dict(theta_E=1.2), 1)['theta_E'] == pytest.approx(1.32)          # no sigma: 10% of itself
+    assert _theta_E_offset(row, -9)['theta_E'] == pytest.approx(0.6)                         # at least half of itself
+    truth = cube.catalog[1]
+    pred = Table({p: [truth[p] * (1.6 if p == 'theta_E' else 1.0)] for p in PARAM_NAMES})    # 60% high: its own mode
+    for p, s in zip(PARAM_NAMES, (0.6 * truth['theta_E'], 0.03, 0.03, 0.03, 0.03, 0.01, 0.01)): pred[f'{p}_std'] = [s]
+    fits = {k: fit_lens(cube, 1, pred[0], FitConfig(cnn_offsets=k, search_cnn=(8, 5), shapelets=None, clumps=0, neighbours=0,
+                                                    sampler=SamplerConfig(moves='hmc', max_steps=4, check_every=2, adapt_steps=2)))
+            for k in ((0.0,), (0.0, -1.0))}
+    one, two = fits[(0.0,)], fits[(0.0, -1.0)]
+    assert one.chi2_red > two.chi2_red + 0.1, (one.chi2_red, two.chi2_red)    # from 60% high alone: another mode
+    assert abs(two.best['lens'][0]['theta_E'] / truth['theta_E'] - 1) < 0.03
