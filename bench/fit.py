@@ -8,7 +8,7 @@ accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--ids 2,5] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
 [--out fit] [--core K (default: FitConfig's, 8; 0: off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--cusp 0|1 (default: FitConfig's source_cusp)]
 [--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R]
-(default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] (default: FitConfig's)`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
+(default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] [--polish-best K] (default: FitConfig's)`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
 import json
@@ -94,6 +94,8 @@ def main():
                     help="FitConfig.cnn_offsets: theta_E starts, the CNN's + k of its sigma, comma-separated")
     ap.add_argument('--clump-min-gain', type=float, default=FitConfig.clump_min_gain,
                     help='FitConfig.clump_min_gain: clumps raising log L by less are dropped before the sampler')
+    ap.add_argument('--polish-best', type=int, default=FitConfig.polish_best,
+                    help='FitConfig.polish_best: of several starts, this many (of highest log L after the search) polished (default: all)')
     args = ap.parse_args()
     wanted = args.starts.split(',')
     torch.manual_seed(0)
@@ -113,7 +115,8 @@ def main():
                     source_cusp=bool(args.cusp), ellipticity_sigma=args.ellipticity_sigma or None,
                     shear_sigma=args.shear_sigma or None, source=args.source, footprint=bool(args.footprint),
                     clump_widths=bool(args.clump_widths), sample_dtype=args.dtype,
-                    clump_min_gain=args.clump_min_gain, cnn_offsets=tuple(float(k) for k in args.cnn_offsets.split(',')))
+                    clump_min_gain=args.clump_min_gain, cnn_offsets=tuple(float(k) for k in args.cnn_offsets.split(',')),
+                    polish_best=args.polish_best)
     rows = []
     for i in ([int(a) for a in args.ids.split(',')] if args.ids else range(args.n)):
         truth = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES}
@@ -142,7 +145,7 @@ def main():
     summary = dict(
         n=len(cnn), max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp),
         ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
-        footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, clump_min_gain=args.clump_min_gain, cnn_offsets=args.cnn_offsets, likelihood=speed,
+        footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, clump_min_gain=args.clump_min_gain, cnn_offsets=args.cnn_offsets, polish_best=args.polish_best, likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),
         cnn_prediction_median_abs_rel_error=med([abs(r['cnn_rel_error']) for r in cnn]),
         converged=int(sum(r['converged'] for r in cnn)), median_tau_max=med([r['tau_max'] for r in cnn]),

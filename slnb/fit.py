@@ -23,8 +23,8 @@ __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 
            'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish',
            'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size',
            'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps',
-           'find_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces',
-           'plot_cnn_vs_mcmc', 'save_fit_figures']
+           'search_mode', 'polish_mode', 'find_mode', 'best_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube',
+           'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -1078,6 +1078,8 @@ class FitConfig:
     blind_factors: tuple[float, ...] = (0.65, 0.8, 0.95)   # blind: theta_E starts, x the arcs' radius; the best mode kept
     cnn_offsets: tuple[float, ...] = (0.0,)  # from the CNN: theta_E starts, the CNN's + k of its sigma; the best mode kept
                                      # ((0, -1, 1): theta_E 0.84% against 1.47% on bench/fit.py, 1.6x the time)
+    polish_best: int | None = None   # of several starts, only this many (of highest log L after the search) polished (None: all;
+                                     # 1 with offsets 0,-1,1: 98 s against 97 s on bench/fit.py, lens 2 in a worse mode)
     polish_iter: int = 100
     batched: bool = True
     sample_dtype: str = 'float32'    # the images of the search's swarm and of the sampler's walkers ('float64': as the
@@ -1277,13 +1279,11 @@ def _neighbours(cube: Cube, i: int, start: dict, crop: int | None, cfg: 'FitConf
     return (neighbour_guess(cube, i, ll['center_x'], ll['center_y'], half, cfg.neighbours, theta_E=start['lens'][0]['theta_E'])
             if cfg.neighbours else [])
 
-def find_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig', rng: np.random.Generator,
-              crop: int | None = None, seconds: dict | None = None) -> tuple:
-    "The likelihood, log-prob and polished mode from one start (1 sigma `sd` of its 7 lens parameters) on the central\
- `crop` pixels: the light and source searched with the lens held, clumps at the residual's peaks, all parameters\
- polished, weak clumps dropped; the seconds of the search and the polish are added to `seconds`."
-    import time
-    t0 = time.perf_counter()
+def search_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig', rng: np.random.Generator,
+                crop: int | None = None) -> tuple:
+    "The likelihood, log-prob and vector searched from one start (1 sigma `sd` of its 7 lens parameters) on the central\
+ `crop` pixels: the light and source searched with the lens held, clumps added at the residual's peaks (the lens is\
+ where the start has it; `polish_mode` then moves everything)."
     start = dict(start, lens_light=start['lens_light'] + _neighbours(cube, i, start, crop, cfg))
     model = FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets, neighbours=len(start['lens_light']) - 1,
                      core_supersample=cfg.core_supersample, centre_sigma=cfg.centre_sigma, source_cusp=cfg.source_cusp,
@@ -1293,14 +1293,43 @@ def find_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig',
     f = _log_prob(lk, cfg.batched)
     x = fit_light_and_source(f, lk, lk.args(start), rng, cfg.search_cnn, _search_box(lk, start, _lens_spread(sd, cfg.mass), 0.3),
                              cfg.polish_iter, swarm=_sampling(f, cfg))
-    lk, f, x = _with_clumps(cube, i, lk, f, x, cfg, rng)
-    t1 = time.perf_counter()
+    return _with_clumps(cube, i, lk, f, x, cfg, rng)
+
+def polish_mode(cube: Cube, i: int, lk: LensLikelihood, f, x: np.ndarray, cfg: 'FitConfig') -> tuple:
+    "The likelihood, log-prob and mode from a searched vector x: all parameters polished (L-BFGS-B), weak clumps dropped."
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
     grad = f.value_and_grad if isinstance(f, BatchedLikelihood) else None
     x, _ = polish(f, x, lo, hi, _steps(lk), cfg.polish_iter * (1 + 4 * (grad is not None)), rounds=2, value_and_grad=grad)
-    lk, f, x = drop_weak_clumps(cube, i, lk, f, x, cfg)
+    return drop_weak_clumps(cube, i, lk, f, x, cfg)
+
+def find_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig', rng: np.random.Generator,
+              crop: int | None = None, seconds: dict | None = None) -> tuple:
+    "The likelihood, log-prob and polished mode from one start: `search_mode`, then `polish_mode`; the seconds of each\
+ are added to `seconds` ('search', 'polish')."
+    import time
+    t0 = time.perf_counter()
+    lk, f, x = search_mode(cube, i, start, sd, cfg, rng, crop)
+    t1 = time.perf_counter()
+    lk, f, x = polish_mode(cube, i, lk, f, x, cfg)
     if seconds is not None: seconds['search'] += t1 - t0; seconds['polish'] += time.perf_counter() - t1
     return lk, f, x
+
+def _log_l(mode: tuple) -> float:
+    "log L of a (likelihood, log-prob, vector) triple."
+    return float(np.asarray(mode[1](mode[2][None]))[0])
+
+def best_mode(cube: Cube, i: int, starts: list[tuple], cfg: 'FitConfig', rng: np.random.Generator,
+              crop: int | None = None, seconds: dict | None = None) -> tuple:
+    "The mode of highest log L from several (start, sd): each searched (`search_mode`), the `cfg.polish_best` of\
+ highest log L then polished (`polish_mode`; all where None); log L of the same `crop` pixels."
+    import time
+    t0 = time.perf_counter()
+    found = [search_mode(cube, i, start, sd, cfg, rng, crop) for start, sd in starts]
+    t1 = time.perf_counter()
+    order = np.argsort([-_log_l(m) for m in found], kind='stable')[:cfg.polish_best]
+    modes = [polish_mode(cube, i, *found[k], cfg) for k in order]
+    if seconds is not None: seconds['search'] += t1 - t0; seconds['polish'] += time.perf_counter() - t1
+    return modes[int(np.argmax([_log_l(m) for m in modes]))]
 
 def _theta_E_offset(row, k: float) -> dict:
     "A CNN prediction (table row or mapping) with its theta_E moved by k of its sigma (10% of itself where it has none)."
@@ -1318,8 +1347,8 @@ def _sigma_known(start: dict, sd: np.ndarray) -> tuple[dict, np.ndarray]:
 def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, backend: str | None = None,
              show_progress: bool = False) -> FitResult:
     "Fit cutout i of a cube: from the CNN `prediction` (a table row with the seven parameters and `_std`; from each of\
- `cfg.cnn_offsets`) or blind (from each of `cfg.blind_factors`), the mode of highest log L kept; `find_mode`'s\
- search and polish, a Laplace ball, emcee; with `backend` (HDF5) the chain is kept and a rerun resumes it."
+ `cfg.cnn_offsets`) or blind (from each of `cfg.blind_factors`), the mode of highest log L kept (`best_mode`), a\
+ Laplace ball, emcee; with `backend` (HDF5) the chain is kept and a rerun resumes it."
     import time
     cfg, t, t0 = cfg or FitConfig(), dict(search=0.0, polish=0.0), time.perf_counter()
     rng = np.random.default_rng([cfg.sampler.seed, i])
@@ -1330,8 +1359,7 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
         starts = [arc_start(cube, i, cfg.mass, k) for k in cfg.blind_factors]     # blind: a coarse grid in theta_E
         reach = max(s['lens'][0]['theta_E'] + 3 * sd[0] for s, sd in starts)
     crop = crop_size(cube, reach) if cfg.crop else None
-    modes = [find_mode(cube, i, start, sd, cfg, rng, crop, t) for start, sd in starts]   # log L of the same pixels
-    lk, f, x = modes[int(np.argmax([float(np.asarray(m[1](m[2][None]))[0]) for m in modes]))]
+    lk, f, x = best_mode(cube, i, starts, cfg, rng, crop, t)
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
     grad = f.value_and_grad if isinstance(f, BatchedLikelihood) else None
     sampler = cfg.sampler if grad is not None or cfg.sampler.moves != 'hmc' else SamplerConfig(moves='de+t', seed=cfg.sampler.seed)
