@@ -22,9 +22,9 @@ __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 
            'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess',
            'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish',
            'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size',
-           'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps',
-           'search_mode', 'polish_mode', 'find_mode', 'best_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube',
-           'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
+           'light_subtracted', 'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains',
+           'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'best_mode', 'fit_lens', 'fit_row',
+           'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -1165,13 +1165,21 @@ def _lens_spread(sd: np.ndarray, mass: str) -> dict:
     s = dict(zip(PARAM_NAMES, np.maximum(3 * sd, 0.02)))
     return dict(s, gamma=0.3)
 
+def light_subtracted(cube: Cube, i: int) -> np.ndarray:
+    "Image i (B, H, W) less a Sérsic fit of its light (`slnb.deblend.sersic_fit_lens_light`, the survey's PSF)."
+    from slnb.deblend import sersic_fit_lens_light
+    img = np.nan_to_num(np.asarray(cube.images[i], float))
+    var = np.stack([band_noise_map(cube, i, j) ** 2 for j in range(len(cube.bands))])
+    bands = get_survey(cube.survey).select(cube.bands)
+    return img - sersic_fit_lens_light(img, bands, cube.pixel_scale, np.where(np.isfinite(var), var, 1e30))
+
 def arc_radius(cube: Cube, i: int, cx: float, cy: float, max_radius: float = 3.5) -> float:
     "The flux-weighted median distance (arcsec) from (cx, cy) of the arc pixels (ARCS, else the image less LENS_LIGHT,\
- else the image; bands summed; pixels above 20% of the peak within `max_radius`): ~theta_E (the brighter outer\
- image of a source pulls it 0-50% high on bench/fit.py's lenses)."
+ else the image less a Sérsic fit of its light; bands summed; pixels above 20% of the peak within `max_radius`):\
+ ~theta_E (the brighter outer image of a source pulls it 0-50% high on bench/fit.py's lenses)."
     if 'ARCS' in cube.extensions: img = cube.extensions['ARCS'][i]
     elif 'LENS_LIGHT' in cube.extensions: img = np.asarray(cube.images[i], float) - cube.extensions['LENS_LIGHT'][i]
-    else: img = cube.images[i]
+    else: img = light_subtracted(cube, i)                 # the raw image's peak is the lens light's: ~its own radius
     x, y = _grid(cube)
     w = np.clip(np.nansum(np.asarray(img, float), 0), 0, None)
     r = np.hypot(x - cx, y - cy)

@@ -512,6 +512,27 @@ def test_arc_radius_is_the_ring_radius_and_the_blind_start_uses_it():
     assert np.isclose(low['lens'][0]['theta_E'] / start['lens'][0]['theta_E'], 0.65 / 0.85)
 
 
+def test_arc_radius_of_a_raw_image_subtracts_a_sersic_fit_of_the_light():
+    """Without ARCS or LENS_LIGHT, arc_radius measures the image less a Sérsic fit of its light: the 1.2" ring again,
+    not the bright galaxy's own ~0.3" (what the raw image's pixels above 20% of its peak give)."""
+    import torch
+    from slnb.fit import _grid, _light_moments, arc_radius, light_subtracted
+    from slnb.io import make_cube
+    from slnb.render import noise_variance
+    from slnb.surveys import get_survey
+    c0 = make_cube(np.zeros((1, 3, 64, 64), np.float32), 'LSST', 'g,r,i')
+    x, y = _grid(c0)
+    clean = 5 * np.exp(-np.hypot(x, y) / 0.3) + 0.5 * np.exp(-0.5 * ((np.hypot(x, y) - 1.2) / 0.1) ** 2)
+    clean = np.broadcast_to(clean, (1, 3, 64, 64)).astype(np.float32)
+    sd = np.sqrt(noise_variance(torch.as_tensor(clean), get_survey('LSST').select(['g', 'r', 'i'])).numpy())
+    raw = make_cube(clean + sd * np.random.default_rng(0).standard_normal(clean.shape).astype(np.float32), 'LSST', 'g,r,i')
+    w = raw.images[0].sum(0)
+    naive = _light_moments(np.where(w > 0.2 * w.max(), w, 0.0), x, y, 0.0, 0.0, 3.5)['R_sersic']
+    assert naive < 0.5 and abs(arc_radius(raw, 0, 0.0, 0.0) - 1.2) < 0.15, (naive, arc_radius(raw, 0, 0.0, 0.0))
+    core = np.hypot(x, y) < 0.6
+    assert abs(light_subtracted(raw, 0)[:, core].sum()) < 0.1 * raw.images[0][:, core].sum()    # the galaxy's flux gone (-5%)
+
+
 def test_source_cusp_guard_bounds_a_sub_pixel_on_the_source_centre(cube):
     """A compact de Vaucouleurs source (R 0.1", n 4) whose centre's image falls on a 2x2 sub-pixel: read there, that
     sub-pixel stands for its whole area and the image comes out 15x too bright in its brightest pixel (a fit can place
