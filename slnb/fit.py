@@ -1091,6 +1091,8 @@ class FitConfig:
         if isinstance(self.sampler, dict): self.sampler = SamplerConfig(**self.sampler)
         if self.sample_dtype not in ('float32', 'float64'):
             raise ValueError(f"sample_dtype '{self.sample_dtype}': 'float32' or 'float64'")
+        if self.polish_best is not None and self.polish_best < 1:
+            raise ValueError(f"polish_best {self.polish_best}: at least 1 start must be polished (None: all)")
 
 @dataclass
 class FitResult:

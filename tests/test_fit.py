@@ -644,3 +644,4 @@ def test_best_mode_polishes_only_the_best_searched_starts(cube, monkeypatch):
     lk, f, x = F.best_mode(cube, 1, starts, replace(cfg, polish_best=1), np.random.default_rng(3), crop)
     assert len(calls) == 1 and searched[1] > searched[0] + 100, searched
     assert abs(lk.kwargs(x)['lens'][0]['theta_E'] / truth['theta_E'] - 1) < 0.03
+    with pytest.raises(ValueError, match='polish_best 0'): F.FitConfig(polish_best=0)
