@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from slnb.core import real_data_path
+from slnb.core import atomic_write, real_data_path
 from slnb.fit import FitConfig, SamplerConfig, fit_lens, fit_row
 from slnb.io import make_cube
 
@@ -38,6 +38,4 @@ out = dict(name=NAME, pixels=n, theta_E=row['theta_E'], theta_E_lo=row['theta_E_
 print(f"Euclid Q1 {NAME}: theta_E {out['theta_E']:.3f}\" [{out['theta_E_lo']:.3f}, {out['theta_E_hi']:.3f}] against "
       f"PyAutoLens {out['pyautolens_theta_E']:.3f}\" ({out['rel_error']:+.1%}), chi2/pixel {out['chi2_red']:.2f}, "
       f"tau_max {out['tau_max']:.1f}, {out['n_steps']} steps, converged {out['converged']}, {r.seconds['total']:.0f} s")
-outdir = Path(__file__).parent / 'out'; outdir.mkdir(exist_ok=True)
-tmp = outdir / 'euclid_fit.json.tmp'
-tmp.write_text(json.dumps(out, indent=1, default=float)); tmp.replace(outdir / 'euclid_fit.json')
+with atomic_write(Path(__file__).parent / 'out' / 'euclid_fit.json') as f: json.dump(out, f, indent=1, default=float)

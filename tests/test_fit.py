@@ -599,18 +599,24 @@ def test_gaussian_sources_agree_with_lenstronomy_and_footprints_remove_the_alias
     assert (err[2, False][narrow] > 0.03).all() and (err[2, True][narrow] < err[2, False][narrow] / 3).all(), err
 
 
+def _cnn_60_percent_high(truth):
+    "A one-row CNN prediction table of a lens's truth with theta_E 60% high (sigma 60% of the truth's): its own mode."
+    from astropy.table import Table
+    pred = Table({p: [truth[p] * (1.6 if p == 'theta_E' else 1.0)] for p in PARAM_NAMES})
+    for p, s in zip(PARAM_NAMES, (0.6 * truth['theta_E'], 0.03, 0.03, 0.03, 0.03, 0.01, 0.01)): pred[f'{p}_std'] = [s]
+    return pred
+
+
 def test_cnn_offsets_start_at_the_cnn_theta_E_plus_k_sigma_and_keep_the_best_mode(cube):
     """Each of FitConfig.cnn_offsets is a start at the CNN's theta_E + k of its sigma; fit_lens keeps the mode of highest
     log L: from a CNN theta_E 60% high, the start one sigma below finds the true mode that the first alone misses."""
-    from astropy.table import Table
     from slnb.fit import FitConfig, SamplerConfig, _theta_E_offset, fit_lens
     row = dict(theta_E=1.2, theta_E_std=0.1, e1=0.1, e1_std=0.02)
     assert _theta_E_offset(row, -1)['theta_E'] == pytest.approx(1.1) and _theta_E_offset(row, 0) == row
     assert _theta_E_offset(dict(theta_E=1.2), 1)['theta_E'] == pytest.approx(1.32)          # no sigma: 10% of itself
     assert _theta_E_offset(row, -9)['theta_E'] == pytest.approx(0.6)                         # at least half of itself
     truth = cube.catalog[1]
-    pred = Table({p: [truth[p] * (1.6 if p == 'theta_E' else 1.0)] for p in PARAM_NAMES})    # 60% high: its own mode
-    for p, s in zip(PARAM_NAMES, (0.6 * truth['theta_E'], 0.03, 0.03, 0.03, 0.03, 0.01, 0.01)): pred[f'{p}_std'] = [s]
+    pred = _cnn_60_percent_high(truth)                                              # 60% high: its own mode
     fits = {k: fit_lens(cube, 1, pred[0], FitConfig(cnn_offsets=k, search_cnn=(8, 5), shapelets=None, clumps=0, neighbours=0,
                                                     sampler=SamplerConfig(moves='hmc', max_steps=4, check_every=2, adapt_steps=2)))
             for k in ((0.0,), (0.0, -1.0))}
@@ -624,11 +630,9 @@ def test_best_mode_polishes_only_the_best_searched_starts(cube, monkeypatch):
     find_mode on each start (same random numbers, same mode); with 1 one polish, of the start one sigma below a CNN
     theta_E 60% high, whose search already fits far better, and it ends at the true theta_E."""
     from dataclasses import replace
-    from astropy.table import Table
     import slnb.fit as F
     truth = cube.catalog[1]
-    pred = Table({p: [truth[p] * (1.6 if p == 'theta_E' else 1.0)] for p in PARAM_NAMES})
-    for p, s in zip(PARAM_NAMES, (0.6 * truth['theta_E'], 0.03, 0.03, 0.03, 0.03, 0.01, 0.01)): pred[f'{p}_std'] = [s]
+    pred = _cnn_60_percent_high(truth)
     starts = [F._sigma_known(*F.cnn_start(cube, 1, F._theta_E_offset(pred[0], k))) for k in (0.0, -1.0)]
     crop = F.crop_size(cube, 1.6 * truth['theta_E'] + 3 * starts[0][1][0])
     cfg = F.FitConfig(cnn_offsets=(0.0, -1.0), search_cnn=(8, 5), shapelets=None, clumps=0, neighbours=0)
