@@ -8,7 +8,7 @@ accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--ids 2,5] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
 [--out fit] [--core K (default: FitConfig's, 8; 0: off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--cusp 0|1 (default: FitConfig's source_cusp)]
 [--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R]
-(default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] [--polish-best K] (default: FitConfig's)`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
+(default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] [--polish-best K] [--compile 0|1] (default: FitConfig's)`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
 import json
@@ -55,12 +55,16 @@ def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
     t = time.perf_counter(); bl(x[:16]); t16 = time.perf_counter() - t
     t = time.perf_counter(); bl.value_and_grad(x[:16]); tg = time.perf_counter() - t
     b32 = BatchedLikelihood(lk, dtype=torch.float32); b32.value_and_grad(x[:8]); bl.value_and_grad(x[:8])
+    c32 = BatchedLikelihood(lk, dtype=torch.float32, compiled=True)
+    t_compile = _seconds(lambda: c32.value_and_grad(x[:8]))   # the first call compiles (unless its graph is cached on disk)
     t8 = {}
-    for name, b in (('float64', bl), ('float32', b32)):       # the sampler's call: 8 walkers, best of 3 x 10
+    for name, b in (('float64', bl), ('float32', b32), ('float32_compiled', c32)):   # the sampler's call: 8 walkers, best of 3 x 10
         t8[name] = min(_seconds(lambda: [b.value_and_grad(x[:8]) for _ in range(10)]) / 10 for _ in range(3))
     return dict(walkers=walkers, crop=lk.model.crop, batched_s=tb, lenstronomy_s=tl, ratio=tl / tb,
                 log_l_16_s=t16, value_and_grad_16_s=tg, value_and_grad_8_float64_s=t8['float64'],
-                value_and_grad_8_float32_s=t8['float32'], float64_over_float32=t8['float64'] / t8['float32'])
+                value_and_grad_8_float32_s=t8['float32'], float64_over_float32=t8['float64'] / t8['float32'],
+                value_and_grad_8_compiled_s=t8['float32_compiled'], compile_s=t_compile, compiled=c32.compiled,
+                eager_over_compiled=t8['float32'] / t8['float32_compiled'])
 
 
 def _seconds(f) -> float:
@@ -96,6 +100,8 @@ def main():
                     help='FitConfig.clump_min_gain: clumps raising log L by less are dropped before the sampler')
     ap.add_argument('--polish-best', type=int, default=FitConfig.polish_best,
                     help='FitConfig.polish_best: of several starts, this many (of highest log L after the search) polished (default: all)')
+    ap.add_argument('--compile', type=int, default=int(FitConfig.compile_sampler),
+                    help="FitConfig.compile_sampler: the sampler's gradients through torch.compile (0: eager, 1: compiled)")
     args = ap.parse_args()
     wanted = args.starts.split(',')
     torch.manual_seed(0)
@@ -106,7 +112,8 @@ def main():
           f"({speed['ratio']:.1f}x); 16 walkers: log L {speed['log_l_16_s'] * 1e3:.0f} ms, with its gradient "
           f"{speed['value_and_grad_16_s'] * 1e3:.0f} ms; 8 walkers with the gradient: float64 "
           f"{speed['value_and_grad_8_float64_s'] * 1e3:.1f} ms, float32 {speed['value_and_grad_8_float32_s'] * 1e3:.1f} ms "
-          f"({speed['float64_over_float32']:.2f}x)", flush=True)
+          f"({speed['float64_over_float32']:.2f}x), float32 compiled {speed['value_and_grad_8_compiled_s'] * 1e3:.1f} ms "
+          f"({speed['eager_over_compiled']:.2f}x faster than eager; its first call, compiling, {speed['compile_s']:.1f} s)", flush=True)
     hmc = FitConfig().sampler
     hmc = replace(hmc, max_steps=args.max_steps or hmc.max_steps, leapfrog=args.leapfrog or hmc.leapfrog,
                   leapfrog_long=hmc.leapfrog_long if args.leapfrog_long is None else args.leapfrog_long or None,
@@ -116,7 +123,7 @@ def main():
                     shear_sigma=args.shear_sigma or None, source=args.source, footprint=bool(args.footprint),
                     clump_widths=bool(args.clump_widths), sample_dtype=args.dtype,
                     clump_min_gain=args.clump_min_gain, cnn_offsets=tuple(float(k) for k in args.cnn_offsets.split(',')),
-                    polish_best=args.polish_best)
+                    polish_best=args.polish_best, compile_sampler=bool(args.compile))
     rows = []
     for i in ([int(a) for a in args.ids.split(',')] if args.ids else range(args.n)):
         truth = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES}
@@ -145,7 +152,7 @@ def main():
     summary = dict(
         n=len(cnn), max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp),
         ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
-        footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, clump_min_gain=args.clump_min_gain, cnn_offsets=args.cnn_offsets, polish_best=args.polish_best, likelihood=speed,
+        footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, clump_min_gain=args.clump_min_gain, cnn_offsets=args.cnn_offsets, polish_best=args.polish_best, compile_sampler=cfg.compile_sampler, likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),
         cnn_prediction_median_abs_rel_error=med([abs(r['cnn_rel_error']) for r in cnn]),
         converged=int(sum(r['converged'] for r in cnn)), median_tau_max=med([r['tau_max'] for r in cnn]),

@@ -23,8 +23,9 @@ __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 
            'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish',
            'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size',
            'light_subtracted', 'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains',
-           'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'best_mode', 'fit_lens', 'fit_row',
-           'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
+           'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'best_mode', 'search_reach', 'fit_lens',
+           'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc',
+           'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -351,9 +352,11 @@ def shapelet_basis(x, y, n_max: int):
 
 class BatchedLikelihood:
     "The same likelihood as a LensLikelihood (SIE + shear, Sérsic lens light, Sérsic source, its shapelets and clumps), for a\
- whole ensemble of walkers at once in torch: log L (W,) of vectors (W, D) (images in `dtype`, float64 by default; the solve in float64)."
-    def __init__(self, lk: LensLikelihood, dtype=None, device=None):
+ whole ensemble of walkers at once in torch: log L (W,) of vectors (W, D) (images in `dtype`, float64 by default; the solve in float64);\
+ `compiled`: `value_and_grad` through `torch.compile` (eager if that fails)."
+    def __init__(self, lk: LensLikelihood, dtype=None, device=None, compiled: bool = False):
         import torch
+        self.compiled, self._graph = compiled, None
         from lenstronomy.Data.psf import PSF
         if lk.model.mass != 'SIE': raise ValueError("the batched likelihood has the SIE only; use LensLikelihood for EPL")
         self.lk, self.dtype = lk, dtype or torch.float64     # float32 images: log L noisy at 1e-3, too rough for the polish
@@ -492,11 +495,30 @@ class BatchedLikelihood:
         "log L (W,) and its gradient (W, D) by autograd, of walkers (W, D); -inf and 0 outside the bounds."
         import torch
         p = torch.as_tensor(np.atleast_2d(args), dtype=torch.float64, device=self.device).clone().requires_grad_(True)
-        lp = self._log_prob(p)
-        g, = torch.autograd.grad(lp[torch.isfinite(lp)].sum(), p)
+        lp, g = self._compiled_grad(p) if self.compiled else self._grad(self._log_prob, p)
         ok = (((p >= self.lower) & (p <= self.upper)).all(1) & torch.isfinite(lp) & torch.isfinite(g).all(1)).detach()
         return (torch.where(ok, lp.detach(), -torch.inf).cpu().numpy(),
                 torch.where(ok[:, None], g, torch.zeros_like(g)).cpu().numpy())
+
+    @staticmethod
+    def _grad(log_prob, p) -> tuple:
+        "log L (N,) of walkers p (N, D) that require grad, and its gradient (N, D)."
+        import torch
+        lp = log_prob(p)
+        g, = torch.autograd.grad(lp[torch.isfinite(lp)].sum(), p)
+        return lp, g
+
+    def _compiled_grad(self, p) -> tuple:
+        "`_grad` of `_log_prob` through `torch.compile` (built at the first call and for each new batch size, its graphs\
+ cached on disk), or eager from then on, with a warning, where compiling fails (no C++ compiler)."
+        import torch, warnings
+        if self._graph is None: self._graph = torch.compile(self._log_prob)
+        try: return self._grad(self._graph, p)
+        except Exception as e:                           # torch's compiler errors have no common public base class
+            warnings.warn(f"torch.compile of the batched likelihood failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                          "it runs eager (~4x slower per gradient)")
+            self.compiled = False
+            return self._grad(self._log_prob, p)
 
     def model(self, args) -> dict[str, np.ndarray]:
         "Of one vector: the model (B, H, W), its lens light and lensed source (B, H, W), amplitudes (B, K)."
@@ -1084,6 +1106,9 @@ class FitConfig:
     batched: bool = True
     sample_dtype: str = 'float32'    # the images of the search's swarm and of the sampler's walkers ('float64': as the
                                      # polish's): log L to ~1e-3, which neither needs; 1.6x faster per gradient
+    compile_sampler: bool = False    # the sampler's gradients through torch.compile: 3.7x faster per gradient, after
+                                     # ~20-40 s of compiling each new graph (crop size, components; then cached on disk):
+                                     # worth it over a field's many fits, not over one (bench/fit.py --compile 1)
     unbounded: bool = False          # hmc: sample the logit of each bounded parameter (no walls; slower on the bench lenses)
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(moves='hmc'))   # 'de+t' without gradients (EPL)
 
@@ -1149,12 +1174,13 @@ def _log_prob(lk: LensLikelihood, batched: bool):
     if batched: return BatchedLikelihood(lk)
     return lambda ps: np.array([lk.log_likelihood(p) for p in np.atleast_2d(ps)])
 
-def _sampling(f, cfg: 'FitConfig'):
+def _sampling(f, cfg: 'FitConfig', compiled: bool = False):
     "The log-prob of the search's swarm and of the sampler: f's batched likelihood with its images in `cfg.sample_dtype`\
- (f itself where that is float64 or f is lenstronomy's)."
+ and its gradient `compiled` if asked (f itself where that is neither, or f is lenstronomy's)."
     import torch
-    if not isinstance(f, BatchedLikelihood) or cfg.sample_dtype == 'float64': return f
-    return BatchedLikelihood(f.lk, dtype=getattr(torch, cfg.sample_dtype), device=f.device)
+    if not isinstance(f, BatchedLikelihood) or (cfg.sample_dtype == 'float64' and not compiled): return f
+    return BatchedLikelihood(f.lk, dtype=getattr(torch, cfg.sample_dtype), device=f.device, compiled=compiled)
+
 
 def _steps(lk: LensLikelihood) -> np.ndarray:
     "Finite-difference steps (D,): 1e-4 of each parameter's search range (1e-3 arcsec for a 10\" range)."
@@ -1354,6 +1380,10 @@ def _sigma_known(start: dict, sd: np.ndarray) -> tuple[dict, np.ndarray]:
     te = start['lens'][0]['theta_E']
     return start, np.where(np.isfinite(sd) & (sd > 0), sd, [0.1 * te, 0.05, 0.05, 0.03, 0.03, 0.03, 0.03])
 
+def search_reach(starts: list[tuple]) -> float:
+    "arcsec: the largest theta_E + 3 sigma of several (start, sd): how far out the searches from them go (the crop must hold it)."
+    return max(s['lens'][0]['theta_E'] + 3 * sd[0] for s, sd in starts)
+
 def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, backend: str | None = None,
              show_progress: bool = False) -> FitResult:
     "Fit cutout i of a cube: from the CNN `prediction` (a table row with the seven parameters and `_std`; from each of\
@@ -1364,11 +1394,9 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
     rng = np.random.default_rng([cfg.sampler.seed, i])
     if prediction is not None:                            # the CNN's theta_E and cfg.cnn_offsets sigma from it
         starts = [_sigma_known(*cnn_start(cube, i, _theta_E_offset(prediction, k), cfg.mass)) for k in cfg.cnn_offsets]
-        reach = float(prediction['theta_E']) + 3 * starts[0][1][0]
     else:
         starts = [arc_start(cube, i, cfg.mass, k) for k in cfg.blind_factors]     # blind: a coarse grid in theta_E
-        reach = max(s['lens'][0]['theta_E'] + 3 * sd[0] for s, sd in starts)
-    crop = crop_size(cube, reach) if cfg.crop else None
+    crop = crop_size(cube, search_reach(starts)) if cfg.crop else None
     lk, f, x = best_mode(cube, i, starts, cfg, rng, crop, t)
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
     grad = f.value_and_grad if isinstance(f, BatchedLikelihood) else None
@@ -1378,7 +1406,7 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
     t['polish'] += time.perf_counter() - t0p
     n = cfg.walkers if sampler.moves == 'hmc' else max(cfg.walkers, 2 * lk.ndim + 2)      # ensemble moves: >= 2 D
     p0 = start_walkers(f, x, cov, n, rng, lo, hi)
-    fs = _sampling(f, cfg)
+    fs = _sampling(f, cfg, compiled=cfg.compile_sampler and sampler.moves == 'hmc')
     chain = run_sampler(fs, p0, sampler, backend, name=str(cube.catalog['id'][i]), show_progress=show_progress,
                         vectorize=cfg.batched, mean=x, cov=cov, value_and_grad=fs.value_and_grad if grad else None,
                         unbounded=Unbounded(lo, hi) if sampler.moves == 'hmc' and cfg.unbounded else None, bounds=(lo, hi))

@@ -100,6 +100,31 @@ def test_float32_sampling_likelihood_keeps_log_l_and_its_gradient(cube):
     with pytest.raises(ValueError, match='float16'): FitConfig(sample_dtype='float16')
 
 
+def test_compiled_sampling_gradient_matches_eager_and_falls_back_to_it(cube, monkeypatch):
+    """The sampler's gradient through torch.compile gives the eager float32 log L and gradient (to float32's rounding);
+    where compiling fails it warns and runs eager."""
+    import torch
+    from slnb.fit import BatchedLikelihood, FitConfig, _sampling
+    start = truth_start(cube.catalog[1])
+    lk = LensLikelihood(cube, 1, start, FitModel(crop=20, clumps=1, psf_margin=3.0))
+    a = lk.args(start)
+    walkers = a + 0.01 * np.random.default_rng(5).standard_normal((8, lk.ndim)) * np.abs(a).clip(0.1)
+    f = BatchedLikelihood(lk)
+    fc = _sampling(f, FitConfig(), compiled=True)
+    assert fc.compiled and fc.dtype == torch.float32
+    (lp, g), (lpc, gc) = _sampling(f, FitConfig()).value_and_grad(walkers), fc.value_and_grad(walkers)
+    assert fc.compiled, 'compiling failed on this machine'
+    assert np.all(np.isfinite(lp)) and np.allclose(lpc, lp, rtol=0, atol=0.01), lpc - lp
+    assert np.linalg.norm(gc - g) < 1e-3 * np.linalg.norm(g), np.linalg.norm(gc - g) / np.linalg.norm(g)
+    def broken(fn, **kw):
+        def run(*args): raise RuntimeError('no C++ compiler')
+        return run
+    monkeypatch.setattr(torch, 'compile', broken)
+    fb = _sampling(f, FitConfig(), compiled=True)
+    with pytest.warns(UserWarning, match='no C.. compiler'): lpb, gb = fb.value_and_grad(walkers)
+    assert not fb.compiled and np.array_equal(lpb, lp) and np.array_equal(gb, g)
+
+
 def test_shapelet_source_and_crop_agree_with_lenstronomy(cube):
     from slnb.fit import BatchedLikelihood
     start = truth_start(cube.catalog[0])
@@ -615,6 +640,10 @@ def test_cnn_offsets_start_at_the_cnn_theta_E_plus_k_sigma_and_keep_the_best_mod
     assert _theta_E_offset(row, -1)['theta_E'] == pytest.approx(1.1) and _theta_E_offset(row, 0) == row
     assert _theta_E_offset(dict(theta_E=1.2), 1)['theta_E'] == pytest.approx(1.32)          # no sigma: 10% of itself
     assert _theta_E_offset(row, -9)['theta_E'] == pytest.approx(0.6)                         # at least half of itself
+    from slnb.fit import _sigma_known, cnn_start, search_reach
+    starts = [_sigma_known(*cnn_start(cube, 1, _theta_E_offset(_cnn_60_percent_high(cube.catalog[1])[0], k))) for k in (0.0, 1.0)]
+    sd = starts[0][1][0]                                     # the crop holds the farthest search: theta_E + 1 sigma + 3 sigma
+    assert search_reach(starts) == pytest.approx(1.6 * cube.catalog[1]['theta_E'] + 4 * sd)
     truth = cube.catalog[1]
     pred = _cnn_60_percent_high(truth)                                              # 60% high: its own mode
     fits = {k: fit_lens(cube, 1, pred[0], FitConfig(cnn_offsets=k, search_cnn=(8, 5), shapelets=None, clumps=0, neighbours=0,
