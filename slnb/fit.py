@@ -1181,7 +1181,6 @@ def _sampling(f, cfg: 'FitConfig', compiled: bool = False):
     if not isinstance(f, BatchedLikelihood) or (cfg.sample_dtype == 'float64' and not compiled): return f
     return BatchedLikelihood(f.lk, dtype=getattr(torch, cfg.sample_dtype), device=f.device, compiled=compiled)
 
-
 def _steps(lk: LensLikelihood) -> np.ndarray:
     "Finite-difference steps (D,): 1e-4 of each parameter's search range (1e-3 arcsec for a 10\" range)."
     lo, hi = lk.param.param_limits()
