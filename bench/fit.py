@@ -1,6 +1,7 @@
 """MCMC lens modelling (issue 8): accuracy, convergence and wall time of `slnb.fit.fit_lens` on lenstronomy-made LSST
-g,r,i lenses (arc S/N >= 20, every pixel by lenstronomy: `slnb.reference.reference_lenses`, the lens light at 8x8
-sub-pixels per pixel: at 3x3 a bright core is off by up to ~100 sigma), started from the shipped
+g,r,i lenses (arc S/N >= 20, every pixel by lenstronomy: `slnb.reference.reference_lenses`, at 8x8 sub-pixels per
+pixel (`--data-supersample 8,8`): at 3x3 a bright lens light's core is off by up to ~100 sigma, and the simulated
+sources' 0.02-0.06" clumps by up to chi^2 ~20 per pixel; until 2026-12-06 the runs used 3,8), started from the shipped
 CNN's prediction (on the shipped deblender's ARCS) and, for the first `--blind` of them, blind; and the time of one
 likelihood call for the whole ensemble, batched in torch against lenstronomy walker by walker.
 Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less wall time than blind at the same
@@ -8,7 +9,7 @@ accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--ids 2,5] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
 [--out fit] [--core K (default: FitConfig's, 8; 0: off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--cusp 0|1 (default: FitConfig's source_cusp)]
 [--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R]
-(default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] [--polish-best K] [--compile 0|1] (default: FitConfig's)`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
+(default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] [--polish-best K] [--compile 0|1] [--supersample K] (default: FitConfig's) [--truth-check 0|1|2] [--mode-only 0|1] [--data-supersample 8,8] [--clump-sigma S (default: slnb.fit.CLUMP_SIGMA)]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
 import json
@@ -19,23 +20,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slnb.core import PARAM_NAMES
+import slnb.fit
+from slnb.core import PARAM_NAMES, atomic_write
 from slnb.deblend import deblend_images, find_deblender, load_deblender
-from slnb.fit import (BatchedLikelihood, FitConfig, FitModel, LensLikelihood, SamplerConfig, cnn_start, crop_size, fit_lens,
-                      fit_row)
+from slnb.fit import (BatchedLikelihood, FitConfig, FitModel, LensLikelihood, SamplerConfig, _sigma_known, cnn_start, crop_size,
+                      find_mode, fit_lens, fit_mode, fit_row)
 from slnb.io import make_cube
 from slnb.predict import find_predictor, load_predictor, predict_parameters, prediction_table
-from slnb.reference import reference_lenses
 from slnb.surveys import get_survey
+from fit_truth import as_start, chi2_pixel, reference_data, truth_terms
+
 
 OUT = Path(__file__).parent / 'out'
 
 
-def reference_cube(n: int, seed: int):
+def reference_cube(n: int, seed: int, supersample: tuple = (8, 8)):
     "n lenstronomy-made LSST g,r,i lenses as a cube with PSF_<BAND>, the deblender's LENS_LIGHT and ARCS, and the CNN's\
  prediction table."
-    noisy, _, _, cat = reference_lenses(n, 'LSST', 'g,r,i', seed, supersample=(3, 8), min_arc_snr=20,   # lens light: its core
-                                        show_progress=False)
+    noisy, cat = reference_data(n, seed, supersample)
     light, arcs = deblend_images(*load_deblender(find_deblender('LSST', 'g,r,i')), noisy)
     cube = make_cube(noisy, 'LSST', 'g,r,i', catalog=cat, lens_light=light, arcs=arcs)
     cube.header = {f'PSF_{b.name.upper()}': b.psf_fwhm for b in get_survey('LSST').select('g,r,i')}
@@ -65,6 +67,24 @@ def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
                 value_and_grad_8_float32_s=t8['float32'], float64_over_float32=t8['float64'] / t8['float32'],
                 value_and_grad_8_compiled_s=t8['float32_compiled'], compile_s=t_compile, compiled=c32.compiled,
                 eager_over_compiled=t8['float32'] / t8['float32_compiled'])
+
+
+def truth_check(cube, i: int, lk, chi2_fit: float, terms: dict, pred_row, cfg: FitConfig, oracle: bool) -> dict:
+    "Where the fit's error comes from: chi^2/pixel of the truth (its own components) on the fit's pixels, and with\
+ `oracle` the mode `find_mode` reaches from a perfect CNN (the true lens, the CNN's sigmas): its theta_E and chi^2."
+    truth, origin, n_clumps = as_start(terms)
+    model = replace(lk.model, clumps=n_clumps, clump_widths=True, neighbours=len(truth['lens_light']) - 1,
+                    fix_neighbours=True, shapelets=None)
+    tlk = LensLikelihood(cube, i, origin, model)
+    chi2_truth = chi2_pixel(tlk, tlk.args(truth))
+    out = dict(chi2_truth=chi2_truth, delta_chi2_truth=(chi2_fit - chi2_truth) * lk.n_data)
+    if not oracle: return out
+    perfect = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES} | {f'{p}_std': float(pred_row[f'{p}_std']) for p in PARAM_NAMES}
+    start = _sigma_known(*cnn_start(cube, i, perfect, cfg.mass))
+    olk, of, ox = find_mode(cube, i, *start, cfg, np.random.default_rng([cfg.sampler.seed, i]), lk.model.crop)
+    chi2_oracle = chi2_pixel(olk, ox)
+    return out | dict(chi2_oracle=chi2_oracle, oracle_theta_E=float(olk.kwargs(ox)['lens'][0]['theta_E']),
+                      delta_chi2_oracle=(chi2_fit - chi2_oracle) * lk.n_data)
 
 
 def _seconds(f) -> float:
@@ -102,12 +122,19 @@ def main():
                     help='FitConfig.polish_best: of several starts, this many (of highest log L after the search) polished (default: all)')
     ap.add_argument('--compile', type=int, default=int(FitConfig.compile_sampler),
                     help="FitConfig.compile_sampler: the sampler's gradients through torch.compile (0: eager, 1: compiled)")
+    ap.add_argument('--supersample', type=int, default=FitConfig.supersample, help="FitConfig.supersample: the model's sub-pixels per pixel")
+    ap.add_argument('--truth-check', type=int, default=0,
+                    help="1: also the truth's chi^2 on the fit's pixels; 2: and the mode found from the true lens (`truth_check`)")
+    ap.add_argument('--mode-only', type=int, default=0, help="1: the mode from the CNN only, no sampler (`slnb.fit.fit_mode`)")
+    ap.add_argument('--data-supersample', default='8,8', help='lenstronomy sub-pixels per pixel: everything, the lens light')
+    ap.add_argument('--clump-sigma', type=float, default=slnb.fit.CLUMP_SIGMA, help="arcsec: the clumps' width where not sampled")
     args = ap.parse_args()
+    slnb.fit.CLUMP_SIGMA = args.clump_sigma
     wanted = args.starts.split(',')
     torch.manual_seed(0)
-    cube, pred = reference_cube(args.n, args.seed)
-    speed = likelihood_speed(cube, pred)
-    print(f"one log L of {speed['walkers']} walkers ({speed['crop']}x{speed['crop']} pixels, 3 bands, clumps 3): "
+    cube, pred = reference_cube(args.n, args.seed, tuple(int(a) for a in args.data_supersample.split(',')))
+    speed = {} if args.mode_only else likelihood_speed(cube, pred)
+    if speed: print(f"one log L of {speed['walkers']} walkers ({speed['crop']}x{speed['crop']} pixels, 3 bands, clumps 3): "
           f"batched {speed['batched_s'] * 1e3:.0f} ms, lenstronomy one by one {speed['lenstronomy_s'] * 1e3:.0f} ms "
           f"({speed['ratio']:.1f}x); 16 walkers: log L {speed['log_l_16_s'] * 1e3:.0f} ms, with its gradient "
           f"{speed['value_and_grad_16_s'] * 1e3:.0f} ms; 8 walkers with the gradient: float64 "
@@ -123,10 +150,24 @@ def main():
                     shear_sigma=args.shear_sigma or None, source=args.source, footprint=bool(args.footprint),
                     clump_widths=bool(args.clump_widths), sample_dtype=args.dtype,
                     clump_min_gain=args.clump_min_gain, cnn_offsets=tuple(float(k) for k in args.cnn_offsets.split(',')),
-                    polish_best=args.polish_best, compile_sampler=bool(args.compile))
+                    polish_best=args.polish_best, compile_sampler=bool(args.compile), supersample=args.supersample)
+    terms = truth_terms(args.n, args.seed, cube.catalog) if args.truth_check else None
     rows = []
     for i in ([int(a) for a in args.ids.split(',')] if args.ids else range(args.n)):
         truth = {p: float(cube.catalog[p][i]) for p in PARAM_NAMES}
+        if args.mode_only:
+            t0 = time.perf_counter()
+            lk, f, x = fit_mode(cube, i, pred[i], cfg)
+            sec = time.perf_counter() - t0
+            row = dict(id=i, start='cnn', theta_E=float(lk.kwargs(x)['lens'][0]['theta_E']), chi2_red=chi2_pixel(lk, x),
+                       seconds=sec, truth_theta_E=truth['theta_E'], cnn_rel_error=float(pred['theta_E'][i]) / truth['theta_E'] - 1)
+            row['rel_error'] = row['theta_E'] / truth['theta_E'] - 1
+            if terms is not None: row.update(truth_check(cube, i, lk, row['chi2_red'], terms[i], pred[i], cfg, args.truth_check > 1))
+            rows.append(row)
+            print(f"lens {i} mode: theta_E {row['theta_E']:.3f} true {truth['theta_E']:.3f} ({row['rel_error']:+.2%}; CNN "
+                  f"{row['cnn_rel_error']:+.2%}), chi2/pix {row['chi2_red']:.3f} (truth {row.get('chi2_truth', np.nan):.3f}), "
+                  f"{sec:.0f} s", flush=True)
+            continue
         for start in [s for s in (('cnn', 'blind') if i < args.blind else ('cnn',)) if s in wanted]:
             r = fit_lens(cube, i, pred[i] if start == 'cnn' else None, cfg)
             row = fit_row(int(cube.catalog['id'][i]), r)
@@ -138,6 +179,12 @@ def main():
                        **{f't_{k}': v for k, v in r.seconds.items()},
                        **{f'true_{p}': truth[p] for p in PARAM_NAMES},
                        **{f'cnn_{p}{s}': float(pred[p + s][i]) for p in PARAM_NAMES for s in ('', '_std')})
+            if terms is not None and start == 'cnn':
+                row.update(truth_check(cube, i, r.lk, r.chi2_red, terms[i], pred[i], cfg, args.truth_check > 1))
+                print(f"lens {i} truth check: chi2/pix truth {row['chi2_truth']:.3f} (fit - truth: delta chi2 "
+                      f"{row['delta_chi2_truth']:+.0f})" + (f", from the true lens {row['chi2_oracle']:.3f} (theta_E "
+                      f"{row['oracle_theta_E'] / truth['theta_E'] - 1:+.2%}; fit - that: {row['delta_chi2_oracle']:+.0f})"
+                      if 'chi2_oracle' in row else ''), flush=True)
             rows.append(row)
             print(f"lens {i} {start:5s}: theta_E {row['theta_E']:.3f} [{row['theta_E_lo']:.3f}, {row['theta_E_hi']:.3f}] "
                   f"true {truth['theta_E']:.3f} ({row['rel_error']:+.2%}; CNN {row['cnn_rel_error']:+.2%}), chi2/pix "
@@ -146,11 +193,17 @@ def main():
                   f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f}); slowest: "
                   + ', '.join(f'{k} {v:.0f}' for k, v in row['slowest'].items()), flush=True)
     cnn = [r for r in rows if r['start'] == 'cnn']
+    if args.mode_only:
+        return _write(args.out, dict(mode_only=True, n=len(cnn), supersample=args.supersample, clump_sigma=args.clump_sigma, data_supersample=args.data_supersample,
+                                     footprint=bool(args.footprint), source_cusp=bool(args.cusp), clump_widths=bool(args.clump_widths),
+                                     median_abs_rel_error=float(np.median([abs(r['rel_error']) for r in cnn])),
+                                     cnn_prediction_median_abs_rel_error=float(np.median([abs(r['cnn_rel_error']) for r in cnn])),
+                                     median_seconds=float(np.median([r['seconds'] for r in cnn]))), rows)
     blind = [r for r in rows if r['start'] == 'blind']
     paired = [(c, b) for b in blind for c in cnn if c['id'] == b['id']]
     med = lambda v: float(np.median(v)) if len(v) else None
     summary = dict(
-        n=len(cnn), max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp),
+        n=len(cnn), data_supersample=args.data_supersample, supersample=args.supersample, clump_sigma=args.clump_sigma, max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp),
         ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
         footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, clump_min_gain=args.clump_min_gain, cnn_offsets=args.cnn_offsets, polish_best=args.polish_best, compile_sampler=cfg.compile_sampler, likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),
@@ -161,9 +214,14 @@ def main():
         blind_median_abs_rel_error=med([abs(r['rel_error']) for r in blind]), median_seconds_blind=med([r['seconds'] for r in blind]),
         blind_over_cnn_time=[b['seconds'] / c['seconds'] for c, b in paired],
         same_mode=[abs(b['theta_E'] - c['theta_E']) < 0.02 * c['theta_E'] for c, b in paired])
+    _write(args.out, summary, rows)
+
+
+def _write(name: str, summary: dict, rows: list[dict]) -> None:
+    "Print the summary; write it and the rows to bench/out/<name>.json."
     print(json.dumps(summary, indent=1))
     OUT.mkdir(exist_ok=True)
-    (OUT / f'{args.out}.json').write_text(json.dumps(dict(summary=summary, rows=rows), indent=1, default=float))
+    with atomic_write(OUT / f'{name}.json') as f: f.write(json.dumps(dict(summary=summary, rows=rows), indent=1, default=float))
 
 
 if __name__ == '__main__':

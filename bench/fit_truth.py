@@ -1,8 +1,13 @@
 """How well the fitted model can describe bench/fit.py's lenses at all (issue 8): chi^2 per pixel at their truth (the
 true lens, lens light, neighbours and source, its clumps as Gaussians of their true widths; the amplitudes solved as
-in a fit), for each way of rendering the model: with and without the PSF margin (`FitModel.psf_margin`), with and
-without the lens light's finer core (`FitModel.core_supersample`). A model that is right gives ~1.
-Run: `python bench/fit_truth.py [--n 8] [--seed 7]`; writes bench/out/fit_truth.json.
+in a fit; chi^2 alone, without the clumps' repulsion prior), for each way of rendering the model (`CONFIGS`): with and
+without the PSF margin (`FitModel.psf_margin`) and the lens light's finer core (`FitModel.core_supersample`); the
+source's Gaussians averaged over the sub-pixels' footprints (`footprint`); that with 3x3 sub-pixels and the source's
+cusp guarded (`fine`); and the clumps held at the fit's CLUMP_SIGMA instead of their true widths (`fixed_widths`,
+otherwise as the defaults). A model that is right gives ~1.
+`--data-supersample A,B`: the sub-pixels per pixel with which lenstronomy made the data (everything, the lens light);
+8,8 by default, 3,8 before 2026-12-06 (3x3 points are not a pixel's mean for the simulated 0.02-0.06" clumps).
+Run: `python bench/fit_truth.py [--n 8] [--seed 7] [--data-supersample 8,8]`; writes bench/out/fit_truth.json.
 """
 import argparse
 import json
@@ -17,7 +22,11 @@ from slnb.simulate import Distances, PopulationConfig, simulate_population
 from slnb.core import as_rng
 from slnb.surveys import get_survey
 
-CONFIGS = {'neither': (0.0, None), 'margin': (3.0, None), 'core': (0.0, 8), 'both': (3.0, 8)}
+CONFIGS = {'neither': dict(psf_margin=0.0, core_supersample=None), 'margin': dict(psf_margin=3.0, core_supersample=None),
+           'core': dict(psf_margin=0.0, core_supersample=8), 'both': dict(psf_margin=3.0, core_supersample=8),
+           'footprint': dict(psf_margin=3.0, core_supersample=8, footprint=True),
+           'fine': dict(psf_margin=3.0, core_supersample=8, footprint=True, source_cusp=True, supersample=3),
+           'fixed_widths': dict(psf_margin=3.0, core_supersample=8, clump_widths=False)}   # FitModel keywords
 
 
 def truth_terms(n: int, seed: int, cat) -> list[dict]:
@@ -46,12 +55,26 @@ def as_start(t: dict) -> tuple[dict, dict, int]:
     return truth, origin, len(clumps)
 
 
+def reference_data(n: int, seed: int, supersample: tuple = (8, 8)):
+    "bench/fit.py's n lenses: noisy images (N, B, H, W) made by lenstronomy at `supersample`, and the catalogue."
+    noisy, _, _, cat = reference_lenses(n, 'LSST', 'g,r,i', seed, supersample=supersample, min_arc_snr=20, show_progress=False)
+    return noisy, cat
+
+
+def chi2_pixel(lk: LensLikelihood, args) -> float:
+    "chi^2 per unmasked pixel of the vector `args`, amplitudes solved (no prior)."
+    bl = BatchedLikelihood(lk)
+    m = bl.model(args)['model']
+    d, w = (a.cpu().numpy().reshape(m.shape) for a in (bl.data, bl.weight))
+    return float(((d - m) ** 2 * w).sum() / lk.n_data)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=8); ap.add_argument('--seed', type=int, default=7)
+    ap.add_argument('--data-supersample', default='8,8', help='lenstronomy sub-pixels per pixel: everything, the lens light')
     args = ap.parse_args()
-    noisy, _, _, cat = reference_lenses(args.n, 'LSST', 'g,r,i', args.seed, supersample=(3, 8), min_arc_snr=20,
-                                        show_progress=False)
+    noisy, cat = reference_data(args.n, args.seed, tuple(int(a) for a in args.data_supersample.split(',')))
     cube = make_cube(noisy, 'LSST', 'g,r,i', catalog=cat)
     cube.header = {f'PSF_{b.name.upper()}': b.psf_fwhm for b in get_survey('LSST').select('g,r,i')}
     rows = []
@@ -60,11 +83,10 @@ def main():
         crop = crop_size(cube, truth['lens'][0]['theta_E'])
         row = dict(id=i, theta_E=float(cat['theta_E'][i]), crop=crop, clumps=n_clumps, neighbours=len(truth['lens_light']) - 1,
                    lens_light_n=float(truth['lens_light'][0]['n_sersic']), lens_light_R=float(truth['lens_light'][0]['R_sersic']))
-        for name, (margin, core) in CONFIGS.items():
-            lk = LensLikelihood(cube, i, origin, FitModel(crop=crop, clumps=n_clumps, clump_widths=True, psf_margin=margin,
-                                                          core_supersample=core, neighbours=row['neighbours'],
-                                                          fix_neighbours=True))
-            row[name] = -2 * float(BatchedLikelihood(lk)(lk.args(truth)[None])[0]) / lk.n_data
+        for name, kw in CONFIGS.items():
+            lk = LensLikelihood(cube, i, origin, FitModel(crop=crop, clumps=n_clumps, neighbours=row['neighbours'],
+                                                          fix_neighbours=True, **(dict(clump_widths=True) | kw)))
+            row[name] = chi2_pixel(lk, lk.args(truth))
         rows.append(row)
         print(f"lens {i}: theta_E {row['theta_E']:.2f}\", lens light n {row['lens_light_n']:.1f}, R {row['lens_light_R']:.2f}\"; "
               "chi2/pixel at the truth: " + ', '.join(f"{k} {row[k]:.3f}" for k in CONFIGS), flush=True)
@@ -72,7 +94,8 @@ def main():
     print('median (max):', ', '.join(f"{k} {v['median']:.3f} ({v['max']:.2f})" for k, v in summary.items()))
     out = Path(__file__).parent / 'out' / 'fit_truth.json'
     out.parent.mkdir(exist_ok=True)
-    tmp = out.with_suffix('.tmp'); tmp.write_text(json.dumps(dict(summary=summary, rows=rows), indent=1)); tmp.replace(out)
+    tmp = out.with_suffix('.tmp')
+    tmp.write_text(json.dumps(dict(data_supersample=args.data_supersample, summary=summary, rows=rows), indent=1)); tmp.replace(out)
 
 
 if __name__ == '__main__':

@@ -23,9 +23,9 @@ __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 
            'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish',
            'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size',
            'light_subtracted', 'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains',
-           'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'best_mode', 'search_reach', 'fit_lens',
-           'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc',
-           'save_fit_figures']
+           'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'best_mode', 'search_reach', 'fit_starts',
+           'fit_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces',
+           'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -1383,6 +1383,23 @@ def search_reach(starts: list[tuple]) -> float:
     "arcsec: the largest theta_E + 3 sigma of several (start, sd): how far out the searches from them go (the crop must hold it)."
     return max(s['lens'][0]['theta_E'] + 3 * sd[0] for s, sd in starts)
 
+def fit_starts(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None) -> list[tuple]:
+    "The (start, 1 sigma) pairs a fit of cutout i searches: from the CNN `prediction`, its theta_E + k sigma for each k\
+ of `cfg.cnn_offsets`; blind, the arcs' radius x each of `cfg.blind_factors` (`arc_start`)."
+    cfg = cfg or FitConfig()
+    if prediction is not None:
+        return [_sigma_known(*cnn_start(cube, i, _theta_E_offset(prediction, k), cfg.mass)) for k in cfg.cnn_offsets]
+    return [arc_start(cube, i, cfg.mass, k) for k in cfg.blind_factors]
+
+def fit_mode(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, rng: np.random.Generator | None = None,
+             seconds: dict | None = None) -> tuple:
+    "The likelihood, log-prob and polished mode of cutout i, without the sampler: the best of `fit_starts` (`best_mode`)\
+ on the crop that holds the farthest search (`search_reach`)."
+    cfg = cfg or FitConfig()
+    rng = np.random.default_rng([cfg.sampler.seed, i]) if rng is None else rng
+    starts = fit_starts(cube, i, prediction, cfg)
+    return best_mode(cube, i, starts, cfg, rng, crop_size(cube, search_reach(starts)) if cfg.crop else None, seconds)
+
 def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, backend: str | None = None,
              show_progress: bool = False) -> FitResult:
     "Fit cutout i of a cube: from the CNN `prediction` (a table row with the seven parameters and `_std`; from each of\
@@ -1391,12 +1408,7 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
     import time
     cfg, t, t0 = cfg or FitConfig(), dict(search=0.0, polish=0.0), time.perf_counter()
     rng = np.random.default_rng([cfg.sampler.seed, i])
-    if prediction is not None:                            # the CNN's theta_E and cfg.cnn_offsets sigma from it
-        starts = [_sigma_known(*cnn_start(cube, i, _theta_E_offset(prediction, k), cfg.mass)) for k in cfg.cnn_offsets]
-    else:
-        starts = [arc_start(cube, i, cfg.mass, k) for k in cfg.blind_factors]     # blind: a coarse grid in theta_E
-    crop = crop_size(cube, search_reach(starts)) if cfg.crop else None
-    lk, f, x = best_mode(cube, i, starts, cfg, rng, crop, t)
+    lk, f, x = fit_mode(cube, i, prediction, cfg, rng, t)
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
     grad = f.value_and_grad if isinstance(f, BatchedLikelihood) else None
     sampler = cfg.sampler if grad is not None or cfg.sampler.moves != 'hmc' else SamplerConfig(moves='de+t', seed=cfg.sampler.seed)

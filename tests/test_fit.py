@@ -635,14 +635,14 @@ def _cnn_60_percent_high(truth):
 def test_cnn_offsets_start_at_the_cnn_theta_E_plus_k_sigma_and_keep_the_best_mode(cube):
     """Each of FitConfig.cnn_offsets is a start at the CNN's theta_E + k of its sigma; fit_lens keeps the mode of highest
     log L: from a CNN theta_E 60% high, the start one sigma below finds the true mode that the first alone misses."""
-    from slnb.fit import FitConfig, SamplerConfig, _sigma_known, _theta_E_offset, cnn_start, fit_lens, search_reach
+    from slnb.fit import FitConfig, SamplerConfig, _theta_E_offset, fit_lens, fit_starts, search_reach
     row = dict(theta_E=1.2, theta_E_std=0.1, e1=0.1, e1_std=0.02)
     assert _theta_E_offset(row, -1)['theta_E'] == pytest.approx(1.1) and _theta_E_offset(row, 0) == row
     assert _theta_E_offset(dict(theta_E=1.2), 1)['theta_E'] == pytest.approx(1.32)          # no sigma: 10% of itself
     assert _theta_E_offset(row, -9)['theta_E'] == pytest.approx(0.6)                         # at least half of itself
     truth = cube.catalog[1]
     pred = _cnn_60_percent_high(truth)                                              # 60% high: its own mode
-    starts = [_sigma_known(*cnn_start(cube, 1, _theta_E_offset(pred[0], k))) for k in (0.0, 1.0)]
+    starts = fit_starts(cube, 1, pred[0], FitConfig(cnn_offsets=(0.0, 1.0)))
     sd = starts[0][1][0]                                     # the crop holds the farthest search: theta_E + 1 sigma + 3 sigma
     assert search_reach(starts) == pytest.approx(1.6 * truth['theta_E'] + 4 * sd)
     fits = {k: fit_lens(cube, 1, pred[0], FitConfig(cnn_offsets=k, search_cnn=(8, 5), shapelets=None, clumps=0, neighbours=0,
@@ -661,13 +661,15 @@ def test_best_mode_polishes_only_the_best_searched_starts(cube, monkeypatch):
     import slnb.fit as F
     truth = cube.catalog[1]
     pred = _cnn_60_percent_high(truth)
-    starts = [F._sigma_known(*F.cnn_start(cube, 1, F._theta_E_offset(pred[0], k))) for k in (0.0, -1.0)]
-    crop = F.crop_size(cube, F.search_reach(starts))
     cfg = F.FitConfig(cnn_offsets=(0.0, -1.0), search_cnn=(8, 5), shapelets=None, clumps=0, neighbours=0)
+    starts = F.fit_starts(cube, 1, pred[0], cfg)
+    assert [s['lens'][0]['theta_E'] for s, _ in starts] == pytest.approx([pred[0]['theta_E'], pred[0]['theta_E'] - pred[0]['theta_E_std']])
+    crop = F.crop_size(cube, F.search_reach(starts))
     rng = np.random.default_rng(3)
     each = [F.find_mode(cube, 1, s, sd, cfg, rng, crop) for s, sd in starts]
-    assert np.allclose(F.best_mode(cube, 1, starts, cfg, np.random.default_rng(3), crop)[2],
-                       each[int(np.argmax([F._log_l(m) for m in each]))][2])
+    best = F.best_mode(cube, 1, starts, cfg, np.random.default_rng(3), crop)[2]
+    assert np.allclose(best, each[int(np.argmax([F._log_l(m) for m in each]))][2])
+    assert np.array_equal(F.fit_mode(cube, 1, pred[0], cfg, np.random.default_rng(3))[2], best)   # fit_lens's mode: the same
     calls = []
     polish_mode = F.polish_mode
     monkeypatch.setattr(F, 'polish_mode', lambda *a: calls.append(1) or polish_mode(*a))
