@@ -19,7 +19,7 @@ from slnb.fit import BatchedLikelihood, FitModel, LensLikelihood, crop_size
 from slnb.io import make_cube
 from slnb.reference import _survey_bands, lenstronomy_terms, reference_lenses
 from slnb.simulate import Distances, PopulationConfig, simulate_population
-from slnb.core import as_rng
+from slnb.core import as_rng, atomic_write
 from slnb.surveys import get_survey
 
 CONFIGS = {'neither': dict(psf_margin=0.0, core_supersample=None), 'margin': dict(psf_margin=3.0, core_supersample=None),
@@ -94,8 +94,7 @@ def main():
     print('median (max):', ', '.join(f"{k} {v['median']:.3f} ({v['max']:.2f})" for k, v in summary.items()))
     out = Path(__file__).parent / 'out' / 'fit_truth.json'
     out.parent.mkdir(exist_ok=True)
-    tmp = out.with_suffix('.tmp')
-    tmp.write_text(json.dumps(dict(data_supersample=args.data_supersample, summary=summary, rows=rows), indent=1)); tmp.replace(out)
+    with atomic_write(out) as f: f.write(json.dumps(dict(data_supersample=args.data_supersample, summary=summary, rows=rows), indent=1))
 
 
 if __name__ == '__main__':
