@@ -9,7 +9,7 @@ accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--ids 2,5] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
 [--out fit] [--core K (default: FitConfig's, 8; 0: off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--cusp 0|1 (default: FitConfig's source_cusp)]
 [--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R]
-(default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] [--polish-best K] [--compile 0|1] [--supersample K] (default: FitConfig's) [--truth-check 0|1|2] [--mode-only 0|1] [--data-supersample 8,8] [--clump-sigma S (default: slnb.fit.CLUMP_SIGMA)]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
+(default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] [--polish-best K] [--compile 0|1] [--supersample K] (default: FitConfig's) [--truth-check 0|1|2] [--mode-only 0|1] [--data-supersample 8,8] [--clump-sigma S (default: slnb.fit.CLUMP_SIGMA)] [--search-rounds 1|2]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
 import json
@@ -127,6 +127,8 @@ def main():
                     help="1: also the truth's chi^2 on the fit's pixels; 2: and the mode found from the true lens (`truth_check`)")
     ap.add_argument('--mode-only', type=int, default=0, help="1: the mode from the CNN only, no sampler (`slnb.fit.fit_mode`)")
     ap.add_argument('--data-supersample', default='8,8', help='lenstronomy sub-pixels per pixel: everything, the lens light')
+    ap.add_argument('--search-rounds', type=int, default=FitConfig.search_rounds,
+                    help="FitConfig.search_rounds: 2, the best mode searched again from its own lens; 1: off")
     ap.add_argument('--clump-sigma', type=float, default=slnb.fit.CLUMP_SIGMA, help="arcsec: the clumps' width where not sampled")
     args = ap.parse_args()
     slnb.fit.CLUMP_SIGMA = args.clump_sigma
@@ -150,7 +152,8 @@ def main():
                     shear_sigma=args.shear_sigma or None, source=args.source, footprint=bool(args.footprint),
                     clump_widths=bool(args.clump_widths), sample_dtype=args.dtype,
                     clump_min_gain=args.clump_min_gain, cnn_offsets=tuple(float(k) for k in args.cnn_offsets.split(',')),
-                    polish_best=args.polish_best, compile_sampler=bool(args.compile), supersample=args.supersample)
+                    polish_best=args.polish_best, compile_sampler=bool(args.compile), supersample=args.supersample,
+                    search_rounds=args.search_rounds)
     terms = truth_terms(args.n, args.seed, cube.catalog) if args.truth_check else None
     rows = []
     for i in ([int(a) for a in args.ids.split(',')] if args.ids else range(args.n)):
@@ -194,7 +197,7 @@ def main():
                   + ', '.join(f'{k} {v:.0f}' for k, v in row['slowest'].items()), flush=True)
     cnn = [r for r in rows if r['start'] == 'cnn']
     if args.mode_only:
-        return _write(args.out, dict(mode_only=True, n=len(cnn), supersample=args.supersample, clump_sigma=args.clump_sigma,
+        return _write(args.out, dict(mode_only=True, n=len(cnn), supersample=args.supersample, search_rounds=args.search_rounds, clump_sigma=args.clump_sigma,
                                      data_supersample=args.data_supersample, footprint=bool(args.footprint),
                                      source_cusp=bool(args.cusp), clump_widths=bool(args.clump_widths),
                                      median_abs_rel_error=float(np.median([abs(r['rel_error']) for r in cnn])),
@@ -206,7 +209,7 @@ def main():
     summary = dict(
         n=len(cnn), data_supersample=args.data_supersample, supersample=args.supersample, clump_sigma=args.clump_sigma, max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp),
         ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
-        footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, clump_min_gain=args.clump_min_gain, cnn_offsets=args.cnn_offsets, polish_best=args.polish_best, compile_sampler=cfg.compile_sampler, likelihood=speed,
+        footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, clump_min_gain=args.clump_min_gain, cnn_offsets=args.cnn_offsets, polish_best=args.polish_best, compile_sampler=cfg.compile_sampler, search_rounds=args.search_rounds, likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),
         cnn_prediction_median_abs_rel_error=med([abs(r['cnn_rel_error']) for r in cnn]),
         converged=int(sum(r['converged'] for r in cnn)), median_tau_max=med([r['tau_max'] for r in cnn]),
