@@ -197,7 +197,8 @@ def main():
                   + ', '.join(f'{k} {v:.0f}' for k, v in row['slowest'].items()), flush=True)
     cnn = [r for r in rows if r['start'] == 'cnn']
     if args.mode_only:
-        return _write(args.out, dict(mode_only=True, n=len(cnn), supersample=args.supersample, search_rounds=args.search_rounds, clump_sigma=args.clump_sigma,
+        return _write(args.out, dict(mode_only=True, n=len(cnn), supersample=args.supersample, search_rounds=args.search_rounds,
+                                     clump_sigma=args.clump_sigma,
                                      data_supersample=args.data_supersample, footprint=bool(args.footprint),
                                      source_cusp=bool(args.cusp), clump_widths=bool(args.clump_widths),
                                      median_abs_rel_error=float(np.median([abs(r['rel_error']) for r in cnn])),
