@@ -296,7 +296,7 @@ def test_fit_cube_on_a_dask_cluster_gives_the_local_numbers(cube, tmp_path):
     from slnb.io import write_cube
     write_cube(cube, tmp_path / 'c.fits')
     cfg = FitConfig(walkers=8, search_cnn=(8, 5), shapelets=None, clumps=0, neighbours=0, blind_factors=(0.8,), polish_iter=20,
-                    search_rounds=1, sampler=SamplerConfig(max_steps=30, check_every=30))      # small: the numbers' equality is tested, not the fit
+                    search_rounds=1, sampler=SamplerConfig(max_steps=30, check_every=30))   # small: equality is tested, not the fit
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
         remote = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'a', ids=[1], scheduler=cl.scheduler_address,
                           show_progress=False)
@@ -646,8 +646,8 @@ def test_cnn_offsets_start_at_the_cnn_theta_E_plus_k_sigma_and_keep_the_best_mod
     starts = fit_starts(cube, 1, pred[0], FitConfig(cnn_offsets=(0.0, 1.0)))
     sd = starts[0][1][0]                                     # the crop holds the farthest search: theta_E + 1 sigma + 3 sigma
     assert search_reach(starts) == pytest.approx(1.6 * truth['theta_E'] + 4 * sd)
-    fits = {k: fit_lens(cube, 1, pred[0], FitConfig(cnn_offsets=k, search_cnn=(8, 5), shapelets=None, clumps=0, neighbours=0, search_rounds=1,
-                                                    sampler=SamplerConfig(moves='hmc', max_steps=4, check_every=2, adapt_steps=2)))
+    fits = {k: fit_lens(cube, 1, pred[0], FitConfig(cnn_offsets=k, search_cnn=(8, 5), shapelets=None, clumps=0, neighbours=0,
+                                                    search_rounds=1, sampler=SamplerConfig(moves='hmc', max_steps=4, check_every=2, adapt_steps=2)))
             for k in ((0.0,), (0.0, -1.0))}
     one, two = fits[(0.0,)], fits[(0.0, -1.0)]
     assert one.chi2_red > two.chi2_red + 0.1, (one.chi2_red, two.chi2_red)    # from 60% high alone: another mode
@@ -692,13 +692,15 @@ def test_research_mode_finds_a_lost_source_again(cube, monkeypatch):
     row = cube.catalog[0]
     cfg = F.FitConfig(search_cnn=(16, 10), shapelets=None, clumps=0, neighbours=0, polish_iter=40)
     crop = F.crop_size(cube, row['theta_E'])
-    lk = F.LensLikelihood(cube, 0, F.truth_start(row), F.FitModel(crop=crop, core_supersample=cfg.core_supersample))
+    start = F.truth_start(row)
+    lk = F.LensLikelihood(cube, 0, start, F.FitModel(crop=crop, core_supersample=cfg.core_supersample))
     f = F._log_prob(lk, True)
-    truth = lk.args(F.truth_start(row))
+    truth = lk.args(start)
     lost = truth.copy(); lost[lk.names.index('center_x_source_light0')] += 0.2
-    assert F._log_l((lk, f, truth)) - F._log_l((lk, f, lost)) > 1000            # far from the truth's log L
+    at_truth = F._log_l((lk, f, truth))
+    assert at_truth - F._log_l((lk, f, lost)) > 1000                                # far from the truth's log L
     found = F.research_mode(cube, 0, (lk, f, lost), cfg, np.random.default_rng(0), crop)
-    assert F._log_l(found) > F._log_l((lk, f, truth)) - 5, (F._log_l(found), F._log_l((lk, f, truth)))
+    assert F._log_l(found) > at_truth - 5, (F._log_l(found), at_truth)
     assert abs(found[0].kwargs(found[2])['lens'][0]['theta_E'] / row['theta_E'] - 1) < 0.01
     monkeypatch.setattr(F, 'search_mode', lambda *a: ())
     monkeypatch.setattr(F, 'polish_mode', lambda *a: (lk, f, lost))                  # a search that ends worse
