@@ -24,8 +24,8 @@ __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 
            'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size',
            'light_subtracted', 'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains',
            'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'research_mode', 'best_mode', 'search_reach',
-           'fit_starts', 'fit_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner',
-           'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
+           'fit_starts', 'fit_mode', 'mode_key', 'save_mode', 'load_mode', 'fit_lens', 'fit_row', 'fit_table',
+           'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -1418,15 +1418,58 @@ def fit_mode(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
     starts = fit_starts(cube, i, prediction, cfg)
     return best_mode(cube, i, starts, cfg, rng, crop_size(cube, search_reach(starts)) if cfg.crop else None, seconds)
 
+def _plain(v):
+    "A value made JSON-ready: numpy arrays as lists, numpy scalars as Python numbers."
+    return v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v
+
+def mode_key(cfg: FitConfig, i: int, prediction=None) -> str:
+    "A hash of what the mode of cutout i depends on: the fit's settings (of the sampler, only its seed), i, and the CNN\
+ `prediction` (a table row or mapping; None: blind)."
+    import hashlib, json
+    from dataclasses import asdict
+    names = [] if prediction is None else prediction.colnames if hasattr(prediction, 'colnames') else list(prediction)
+    what = dict(cfg=asdict(replace(cfg, sampler=None)), seed=cfg.sampler.seed, i=int(i),
+                prediction={n: _plain(prediction[n]) for n in names})
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def save_mode(path: str | Path, lk: LensLikelihood, x: np.ndarray, key: str, rng: np.random.Generator) -> None:
+    "Write a mode to JSON at `path`, atomically: its likelihood's start and model, the vector x, `key` (`mode_key`) and\
+ the state of the fit's random stream after it (the sampler's walkers are drawn from there)."
+    import json
+    from dataclasses import asdict
+    from slnb.core import atomic_path
+    start = {part: [{k: _plain(v) for k, v in d.items()} for d in ds] for part, ds in lk.start.items()}
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(dict(key=key, model=asdict(lk.model), start=start, x=[float(v) for v in x],
+                                       rng=rng.bit_generator.state)))
+
+def load_mode(path: str | Path, cube: Cube, i: int, key: str, rng: np.random.Generator, batched: bool = True) -> tuple | None:
+    "The (likelihood, log-prob, vector) that `save_mode` wrote at `path`, rng set to the state saved with it; None where\
+ there is no such file or it is another fit's (its key is not `key`)."
+    import json
+    p = Path(path)
+    if not p.is_file(): return None
+    saved = json.loads(p.read_text())
+    if saved.get('key') != key: return None
+    lk = LensLikelihood(cube, i, saved['start'], FitModel(**saved['model']))
+    rng.bit_generator.state = saved['rng']
+    return lk, _log_prob(lk, batched), np.asarray(saved['x'], float)
+
 def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, backend: str | None = None,
              show_progress: bool = False) -> FitResult:
     "Fit cutout i of a cube: from the CNN `prediction` (a table row with the seven parameters and `_std`; from each of\
  `cfg.cnn_offsets`) or blind (from each of `cfg.blind_factors`), the mode of highest log L kept (`best_mode`), a\
- Laplace ball, emcee; with `backend` (HDF5) the chain is kept and a rerun resumes it."
+ Laplace ball, emcee; with `backend` (HDF5) the mode (`save_mode`, beside it as .mode.json) and the chain are kept, and\
+ a rerun resumes from them."
     import time
     cfg, t, t0 = cfg or FitConfig(), dict(search=0.0, polish=0.0), time.perf_counter()
     rng = np.random.default_rng([cfg.sampler.seed, i])
-    lk, f, x = fit_mode(cube, i, prediction, cfg, rng, t)
+    saved, key = (Path(backend).with_suffix('.mode.json'), mode_key(cfg, i, prediction)) if backend else (None, '')
+    mode = load_mode(saved, cube, i, key, rng, cfg.batched) if saved else None
+    if mode is None:                                     # not found before (a rerun after a kill skips the search)
+        mode = fit_mode(cube, i, prediction, cfg, rng, t)
+        if saved: save_mode(saved, mode[0], mode[2], key, rng)
+    lk, f, x = mode
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
     grad = f.value_and_grad if isinstance(f, BatchedLikelihood) else None
     sampler = cfg.sampler if grad is not None or cfg.sampler.moves != 'hmc' else SamplerConfig(moves='de+t', seed=cfg.sampler.seed)

@@ -260,7 +260,7 @@ def test_polish_finds_theta_E_from_a_cnn_like_start(cube):
     assert logl > f(lk.args(truth_start(row))[None])[0] - 5          # as good as the truth, to within noise
 
 
-def test_fit_cube_isolates_failures_and_resumes(cube, tmp_path):
+def test_fit_cube_isolates_failures_and_resumes(cube, tmp_path, monkeypatch):
     from slnb.fit import FitConfig, SamplerConfig, fit_cube
     from slnb.io import write_cube, read_catalog
     from slnb.cli import main
@@ -277,6 +277,16 @@ def test_fit_cube_isolates_failures_and_resumes(cube, tmp_path):
     assert (tmp_path / 'ch' / '0.json').is_file() and (tmp_path / 'ch' / '0.h5').is_file()
     again = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'ch', show_progress=False)   # resumed: read back
     assert again['theta_E'][0] == t['theta_E'][0] and again['seconds'][0] == t['seconds'][0]
+    (tmp_path / 'ch' / '0.json').unlink(); (tmp_path / 'ch' / '0.h5').unlink()      # killed after the search: its mode
+    monkeypatch.setattr('slnb.fit.fit_mode', lambda *a, **k: 1 / 0)                 # is read back, not searched again, and
+    redone = fit_cube(tmp_path / 'c.fits', cfg=cfg, chains=tmp_path / 'ch', ids=[0], show_progress=False)  # the chain
+    assert redone['error'][0] == '' and redone['theta_E'][0] == t['theta_E'][0]     # drawn from the same random state
+    from dataclasses import replace
+    from slnb.fit import load_mode, mode_key
+    rng = np.random.default_rng(0)
+    assert load_mode(tmp_path / 'ch' / '0.mode.json', c, 0, mode_key(cfg, 0), rng) is not None
+    assert load_mode(tmp_path / 'ch' / '0.mode.json', c, 0, mode_key(replace(cfg, polish_iter=31), 0), rng) is None
+    monkeypatch.undo()
     from astropy.table import Table
     from slnb.io import write_catalog
     pred = Table({'id': np.array([0, 1]), **{p: np.asarray(c.catalog[p], float) for p in PARAM_NAMES}})
