@@ -21,11 +21,11 @@ __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 
            'footprint_radius', 'gaussian_images', 'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig', 'start_ball',
            'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess',
            'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish',
-           'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size',
-           'light_subtracted', 'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains',
-           'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'research_mode', 'best_mode', 'search_reach',
-           'fit_starts', 'fit_mode', 'mode_key', 'save_mode', 'load_mode', 'fit_lens', 'fit_row', 'fit_table',
-           'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
+           'least_squares_fit', 'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult',
+           'crop_size', 'light_subtracted', 'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess',
+           'clump_gains', 'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'research_mode', 'best_mode',
+           'search_reach', 'fit_starts', 'fit_mode', 'mode_key', 'save_mode', 'load_mode', 'fit_lens', 'fit_row',
+           'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -477,19 +477,36 @@ class BatchedLikelihood:
         ok = ((p >= self.lower) & (p <= self.upper)).all(1)
         return torch.where(ok, self._log_prob(p), -torch.inf).cpu().numpy()
 
+    def _penalty(self, p):
+        "-log prior (N,) of walkers p (N, D): the structure prior and the clumps' repulsion."
+        import torch
+        c = lambda name: p[:, self.col[name]]
+        out = structure_prior(c, self.lk.model) + 0 * p[:, 0]
+        if self.n_clumps > 1:
+            first = 1 + (self.n_max is not None)
+            xy = torch.stack([torch.stack([p[:, self.col[f'center_{a}_source_light{first + k}']] for a in 'xy'], -1)
+                              for k in range(self.n_clumps)], 1)
+            out = out + clump_repulsion(xy)
+        return out
+
     def _log_prob(self, p):
         "-chi^2 / 2 less the clumps' repulsion and the structure prior, of walkers p (N, D) float64 (differentiable; -inf where\
  not finite)."
         import torch
         _, _, chi2 = self._solve(p)
-        c = lambda name: p[:, self.col[name]]
-        lp = -0.5 * chi2 - structure_prior(c, self.lk.model)
-        if self.n_clumps > 1:
-            first = 1 + (self.n_max is not None)
-            xy = torch.stack([torch.stack([p[:, self.col[f'center_{a}_source_light{first + k}']] for a in 'xy'], -1)
-                              for k in range(self.n_clumps)], 1)
-            lp = lp - clump_repulsion(xy)
+        lp = -0.5 * chi2 - self._penalty(p)
         return torch.where(torch.isfinite(lp), lp, -torch.inf)
+
+    def residuals(self, args) -> np.ndarray:
+        "The normalised residuals (W, B H W + 1) of walkers (W, D), (data - model) / sigma of every pixel (0 where masked)\
+ and sqrt(2 x the -log prior), amplitudes solved: log L = -1/2 their sum of squares."
+        import torch
+        p = torch.as_tensor(np.atleast_2d(args), dtype=torch.float64, device=self.device)
+        with torch.no_grad():
+            M, amp, _ = self._solve(p)
+            B = len(self.data)
+            r = self.weight.reshape(B, -1).sqrt() * (self.data.reshape(B, -1) - (amp[..., None] * M).sum(-2))
+            return torch.cat([r.reshape(len(p), -1), (2 * self._penalty(p)).sqrt()[:, None]], 1).cpu().numpy()
 
     def value_and_grad(self, args) -> tuple[np.ndarray, np.ndarray]:
         "log L (W,) and its gradient (W, D) by autograd, of walkers (W, D); -inf and 0 outside the bounds."
@@ -1003,6 +1020,26 @@ def polish(log_prob, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, step:
         if gain < 0.1: break
     return x, -best
 
+def least_squares_fit(bl: 'BatchedLikelihood', x: np.ndarray, lower: np.ndarray, upper: np.ndarray, step: np.ndarray,
+                      free: np.ndarray | None = None, max_nfev: int = 100) -> np.ndarray:
+    "x with its `free` parameters (all where None) fitted by bounded Gauss-Newton least squares on the normalised\
+ residuals (`BatchedLikelihood.residuals`; scipy's trust-region reflective, Branch et al. 1999), the Jacobian by\
+ forward differences of `step` in one batched call."
+    from scipy.optimize import least_squares
+    x, free = np.asarray(x, float).copy(), np.ones(len(x), bool) if free is None else free
+    lo, hi, h = lower[free], upper[free], step[free]
+    def full(z):
+        p = np.repeat(x[None], len(z), 0); p[:, free] = z
+        return p
+    def jac(z):
+        s = np.where(z + h <= hi, h, -h)                    # a step off the upper bound goes down
+        r = bl.residuals(full(np.vstack([z, z + np.diag(s)])))
+        return ((r[1:] - r[0]) / s[:, None]).T
+    res = least_squares(lambda z: bl.residuals(full(z[None]))[0], np.clip(x[free], lo + 1e-12 * (hi - lo), hi - 1e-12 * (hi - lo)),
+                        jac=jac, bounds=(lo, hi), x_scale='jac', method='trf', max_nfev=max_nfev)
+    x[free] = res.x
+    return x
+
 def laplace_covariance(log_prob, x: np.ndarray, step: np.ndarray, lower: np.ndarray, upper: np.ndarray,
                        value_and_grad=None, robust: bool = False) -> np.ndarray:
     "The covariance (D, D) of the Laplace approximation at the mode x: the inverse of minus the finite-difference\
@@ -1244,12 +1281,14 @@ def _light_and_source(lk: LensLikelihood) -> np.ndarray:
 def fit_light_and_source(f, lk: LensLikelihood, x: np.ndarray, rng: np.random.Generator, search=None,
                          box: tuple | None = None, polish_iter: int = 100, swarm=None) -> np.ndarray:
     "x with its lens light and source fitted while the lens stays where x has it: a particle swarm `search` =\
- (particles, iterations) in `box` (lower, upper) if given (on log-prob `swarm`, default f), then L-BFGS-B."
+ (particles, iterations) in `box` (lower, upper) if given (on log-prob `swarm`, default f), then least squares\
+ (`least_squares_fit`, steps 1e-3 of each range; L-BFGS-B where f is lenstronomy's, one walker at a time)."
     free = _light_and_source(lk)
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
     x = x.copy()
     if search is not None:
         x[free], _ = particle_swarm(_conditional(swarm or f, x, free), box[0][free], box[1][free], x[free], *search, rng)
+    if isinstance(f, BatchedLikelihood): return least_squares_fit(f, x, lo, hi, 10 * _steps(lk), free)
     x[free], _ = polish(_conditional(f, x, free), x[free], lo[free], hi[free], _steps(lk)[free], polish_iter, rounds=2)
     return x
 

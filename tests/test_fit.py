@@ -260,6 +260,29 @@ def test_polish_finds_theta_E_from_a_cnn_like_start(cube):
     assert logl > f(lk.args(truth_start(row))[None])[0] - 5          # as good as the truth, to within noise
 
 
+def test_least_squares_fits_the_light_and_source_with_the_lens_held(cube):
+    """The residuals give log L (-1/2 their sum of squares, the clumps' repulsion included); from the truth's lens with
+ its light and source off, least squares on the light and source alone comes back to the truth's log L and leaves
+ the lens as it was."""
+    from slnb.fit import BatchedLikelihood, _light_and_source, _steps, least_squares_fit
+    row = cube.catalog[1]
+    start = truth_start(row)
+    lk = LensLikelihood(cube, 1, start, FitModel(crop=40, clumps=2))
+    f = BatchedLikelihood(lk)
+    x = lk.args(start) + np.random.default_rng(1).normal(0, 1e-3, (3, lk.ndim))
+    assert np.allclose(-0.5 * (f.residuals(x) ** 2).sum(1), f(x), rtol=1e-10)
+    lk = LensLikelihood(cube, 1, start, FitModel(crop=40))
+    f, truth = BatchedLikelihood(lk), lk.args(start)
+    off = start | dict(source=[dict(start['source'][0], center_x=start['source'][0]['center_x'] + 0.05,
+                                    R_sersic=1.3 * start['source'][0]['R_sersic'])],
+                       lens_light=[dict(start['lens_light'][0], R_sersic=0.8 * start['lens_light'][0]['R_sersic'])])
+    lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
+    free = _light_and_source(lk)
+    x = least_squares_fit(f, lk.args(off), lo, hi, 10 * _steps(lk), free)
+    assert f(lk.args(off)[None])[0] < f(truth[None])[0] - 100                  # the start is far off
+    assert f(x[None])[0] > f(truth[None])[0] - 5 and np.array_equal(x[~free], truth[~free])
+
+
 def test_fit_cube_isolates_failures_and_resumes(cube, tmp_path, monkeypatch):
     from slnb.fit import FitConfig, SamplerConfig, fit_cube
     from slnb.io import write_cube, read_catalog
