@@ -1139,7 +1139,8 @@ class FitConfig:
                                      # ((0, -1, 1): theta_E 0.84% against 1.47% on bench/fit.py, 1.6x the time)
     polish_best: int | None = None   # of several starts, only this many (of highest log L after the search) polished (None: all;
                                      # 1 with offsets 0,-1,1: 98 s against 97 s on bench/fit.py, lens 2 in a worse mode)
-    polish_iter: int = 100
+    polish_iter: int = 100           # L-BFGS-B iterations (5x with autograd gradients); the batched light-and-source fit
+                                     # is least squares instead (`least_squares_fit`, <= 100 evaluations)
     search_rounds: int = 2           # 2: the best mode searched once more from its own lens (`research_mode`), the better
                                      # kept: bench/fit.py's mode alone 1.73% against 2.15% in theta_E (24 lenses), 1.8x
                                      # the time; 1: off
