@@ -812,9 +812,11 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     adapt = cfg.adapt_steps if cfg.moves in ('de+t', 'hmc') else 0
     long_from = _chain_attr(store, 'long_from') if cfg.moves == 'hmc' and done else None
     if long_from is not None: adapt = int(long_from) + cfg.adapt_steps   # lengthened before the kill, then re-tuned
-    restart = int(_chain_attr(store, 'revived_at') or 0) if done else 0  # walkers revived after the adaptation: the
-                                                                         # chain is judged from there
-    limit = cfg.max_steps if long_from is None else min(cfg.max_steps, int(long_from) + cfg.long_steps)
+    base = adapt                                         # whether to lengthen is judged from here (re-tunings aside)
+    retuned = _chain_attr(store, 'retuned_at') if cfg.moves == 'hmc' and done else None
+    if retuned is not None: adapt = max(adapt, int(retuned) + cfg.adapt_steps)   # re-tuned after a walker got stuck
+    allowed = (_chain_attr(store, 'allowed') if cfg.moves == 'hmc' and done else None) or np.inf  # a lengthened chain's
+    limit = int(min(cfg.max_steps, allowed))                                       # end (its re-tunings added)
     mean, cov = np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov
     t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog if long_from is None else cfg.leapfrog_long, bounds=bounds)
          if cfg.moves == 'hmc' else StudentTIndependence(mean, cov) if adapt else None)
@@ -841,28 +843,31 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
             if cfg.moves == 'hmc' and it == adapt: t.adapting = False; _hmc_step(store, t.eps)
             continue
         since, accepted = sampler.backend.accepted - accepted, sampler.backend.accepted.copy()
-        if (since == 0).any() and since.any() and cfg.moves == 'hmc':  # a walker where every trajectory fails (a narrow
-            state = _revive(state, since, sampler._random)           # place the tuned step overshoots) would hold its
-            restart, old_tau = sampler.iteration, np.full(ndim, np.inf)   # parameters constant, tau NaN: moved onto a
-            _chain_attr(store, 'revived_at', restart)                # live one, and the chain judged from here on
-        window = max(adapt, restart)
-        if sampler.iteration > window:
-            tau = _tau(sampler, window)
-            converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - window)      # tau_max stable (each of D
-                             and abs(np.max(old_tau) - np.max(tau)) < cfg.tau_rtol * np.max(tau))  # noisy estimates never all are)
-            old_tau = tau
-        if not converged and _random_walking(_tau(sampler, adapt), sampler.iteration - adapt, cfg, getattr(t, 'n_steps', 0)):
+        if (since == 0).any() and since.any() and cfg.moves == 'hmc':  # a walker where every trajectory fails (a place
+            state = _revive(state, since, sampler._random)           # the step tuned near the mode overshoots) is moved
+            t.adapting, old_tau = True, np.full(ndim, np.inf)        # onto a live one, and the step and metric are
+            _chain_attr(store, 'retuned_at', sampler.iteration)      # tuned again on the walkers as they now are: all
+            adapt = sampler.iteration + cfg.adapt_steps              # that went before is burn-in; the re-tuning is
+            allowed += cfg.adapt_steps                               # not counted against a lengthened chain
+            if np.isfinite(allowed): limit = bar.total = int(min(cfg.max_steps, allowed)); _chain_attr(store, 'allowed', allowed)
+            continue
+        tau = _tau(sampler, adapt)
+        converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - adapt)      # tau_max stable (each of D noisy
+                         and abs(np.max(old_tau) - np.max(tau)) < cfg.tau_rtol * np.max(tau))  # estimates never all are)
+        old_tau = tau
+        if not converged and _random_walking(_tau(sampler, base), sampler.iteration - base, cfg, getattr(t, 'n_steps', 0)):
             t.n_steps, t.adapting, old_tau = cfg.leapfrog_long, True, np.full(ndim, np.inf)   # longer trajectories, their
             _chain_attr(store, 'long_from', sampler.iteration)                               # step tuned again: all
-            adapt = sampler.iteration + cfg.adapt_steps                                      # that went before is burn-in
-            limit = bar.total = min(cfg.max_steps, sampler.iteration + cfg.long_steps)
+            adapt = base = sampler.iteration + cfg.adapt_steps                               # that went before is burn-in
+            allowed = sampler.iteration + cfg.long_steps
+            limit = bar.total = min(cfg.max_steps, allowed)
+            _chain_attr(store, 'allowed', allowed)
         bar.set_postfix_str(f"tau_max {np.max(tau):.1f}, acceptance {np.mean(sampler.acceptance_fraction):.2f}", refresh=False)
     bar.close()
     if sampler.iteration <= adapt:                       # stopped while adapting: all of it is judged (and burnt) alike
         adapt = cfg.adapt_steps if cfg.adapt_steps < sampler.iteration and cfg.moves in ('de+t', 'hmc') else 0
-    window = max(adapt, restart) if restart < sampler.iteration else adapt
-    tau, kept = _tau(sampler, window), sampler.iteration - window
-    burn = window + (int(min(2 * np.nanmax(tau), kept // 2)) if np.all(np.isfinite(tau)) else kept // 2)
+    tau, kept = _tau(sampler, adapt), sampler.iteration - adapt
+    burn = adapt + (int(min(2 * np.nanmax(tau), kept // 2)) if np.all(np.isfinite(tau)) else kept // 2)
     lp = sampler.get_log_prob()
     if log_jacobian is not None: lp = lp - log_jacobian(sampler.get_chain().reshape(-1, ndim)).reshape(lp.shape)
     k = np.unravel_index(np.argmax(lp), lp.shape)
