@@ -768,8 +768,9 @@ class Unbounded:
 def _expit(z): return 0.5 * (1 + np.tanh(0.5 * np.asarray(z, float)))     # 1 / (1 + exp(-z)) without overflow
 
 def _revive(state, accepted: np.ndarray, random):
-    "During burn-in, walkers that accepted nothing since the last check moved onto others drawn at random (a walker\
- stuck where every trajectory fails would otherwise stay stuck, and pull the step's tuning with it)."
+    "Walkers that accepted nothing since the last check moved onto others drawn at random (a walker stuck where every\
+ trajectory fails would otherwise stay stuck, and pull the step's tuning with it); after the adaptation the step is\
+ then tuned again (`run_sampler`)."
     stuck = np.flatnonzero(accepted == 0)
     live = np.flatnonzero(accepted > 0)
     if len(stuck) == 0 or len(live) == 0: return state
@@ -815,8 +816,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     base = adapt                                         # whether to lengthen is judged from here (re-tunings aside)
     retuned = _chain_attr(store, 'retuned_at') if cfg.moves == 'hmc' and done else None
     if retuned is not None: adapt = max(adapt, int(retuned) + cfg.adapt_steps)   # re-tuned after a walker got stuck
-    allowed = (_chain_attr(store, 'allowed') if cfg.moves == 'hmc' and done else None) or np.inf  # a lengthened chain's
-    limit = int(min(cfg.max_steps, allowed))                                       # end (its re-tunings added)
+    limit = cfg.max_steps if long_from is None else min(cfg.max_steps, int(long_from) + cfg.long_steps)
     mean, cov = np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov
     t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog if long_from is None else cfg.leapfrog_long, bounds=bounds)
          if cfg.moves == 'hmc' else StudentTIndependence(mean, cov) if adapt else None)
@@ -847,9 +847,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
             state = _revive(state, since, sampler._random)           # the step tuned near the mode overshoots) is moved
             t.adapting, old_tau = True, np.full(ndim, np.inf)        # onto a live one, and the step and metric are
             _chain_attr(store, 'retuned_at', sampler.iteration)      # tuned again on the walkers as they now are: all
-            adapt = sampler.iteration + cfg.adapt_steps              # that went before is burn-in; the re-tuning is
-            allowed += cfg.adapt_steps                               # not counted against a lengthened chain
-            if np.isfinite(allowed): limit = bar.total = int(min(cfg.max_steps, allowed)); _chain_attr(store, 'allowed', allowed)
+            adapt = sampler.iteration + cfg.adapt_steps              # that went before is burn-in
             continue
         tau = _tau(sampler, adapt)
         converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - adapt)      # tau_max stable (each of D noisy
@@ -859,9 +857,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
             t.n_steps, t.adapting, old_tau = cfg.leapfrog_long, True, np.full(ndim, np.inf)   # longer trajectories, their
             _chain_attr(store, 'long_from', sampler.iteration)                               # step tuned again: all
             adapt = base = sampler.iteration + cfg.adapt_steps                               # that went before is burn-in
-            allowed = sampler.iteration + cfg.long_steps
-            limit = bar.total = min(cfg.max_steps, allowed)
-            _chain_attr(store, 'allowed', allowed)
+            limit = bar.total = min(cfg.max_steps, sampler.iteration + cfg.long_steps)
         bar.set_postfix_str(f"tau_max {np.max(tau):.1f}, acceptance {np.mean(sampler.acceptance_fraction):.2f}", refresh=False)
     bar.close()
     if sampler.iteration <= adapt:                       # stopped while adapting: all of it is judged (and burnt) alike
