@@ -398,7 +398,7 @@ def test_only_a_chain_whose_tau_keeps_up_with_it_is_lengthened():
 
 def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened(tmp_path):
     """On a banana (x0 ~ N(0, 10^2), x1 + b (x0^2 - 100) ~ N(0, 1)) no dense mass matrix fits, and HMC with 3 leapfrog
-    steps random-walks along it: a walker gets stuck in a tip, the step is tuned again (smaller), and the chain then
+    steps random-walks along it: a walker gets stuck, the step is tuned again (0.51 -> 0.21), and the chain then
     reaches the tips (x0's sd ~10; 6.9 without the re-tuning) but does not converge in 1500 iterations; with
     `leapfrog_long` the chain is lengthened, re-tuned and converges with the banana's moments; a run cut after the
     lengthening resumes lengthened."""
