@@ -7,7 +7,7 @@ likelihood call for the whole ensemble, batched in torch against lenstronomy wal
 Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less wall time than blind at the same
 accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--ids 2,5] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
-[--out fit] [--core K (default: FitConfig's, 8; 0: off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--cusp 0|1 (default: FitConfig's source_cusp)]
+[--out fit] [--core K (default: FitConfig's, 8; 0: off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--cusp 0|1 (default: FitConfig's source_cusp)] [--source-core C (sub-pixels; default: FitConfig's, 0.2; 0: off)]
 [--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R]
 (default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] [--polish-best K] [--compile 0|1] [--supersample K] (default: FitConfig's) [--truth-check 0|1|2] [--mode-only 0|1] [--data-supersample 8,8] [--clump-sigma S (default: slnb.fit.CLUMP_SIGMA)] [--search-rounds 1|2]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
@@ -100,6 +100,8 @@ def main():
     ap.add_argument('--core', type=int, default=FitConfig.core_supersample, help='FitConfig.core_supersample (0: off)')
     ap.add_argument('--psf-margin', type=float, default=FitConfig.psf_margin, help='FitConfig.psf_margin, PSF sigmas (0: off)')
     ap.add_argument('--cusp', type=int, default=int(FitConfig.source_cusp), help='FitConfig.source_cusp (0: off, 1: on)')
+    ap.add_argument('--source-core', type=float, default=FitConfig.source_core or 0.0,
+                    help="FitConfig.source_core: the source Sérsic's core, sub-pixels (0: off, the plain Sérsic's cusp)")
     ap.add_argument('--ellipticity-sigma', type=float, default=FitConfig.ellipticity_sigma or 0,
                     help="FitConfig.ellipticity_sigma: the mass e1, e2's Gaussian prior about the lens light's (0: off)")
     ap.add_argument('--shear-sigma', type=float, default=FitConfig.shear_sigma or 0,
@@ -148,7 +150,7 @@ def main():
                   leapfrog_long=hmc.leapfrog_long if args.leapfrog_long is None else args.leapfrog_long or None,
                   lengthen_ratio=args.lengthen_ratio or hmc.lengthen_ratio)
     cfg = FitConfig(sampler=hmc, core_supersample=args.core or None, psf_margin=args.psf_margin,
-                    source_cusp=bool(args.cusp), ellipticity_sigma=args.ellipticity_sigma or None,
+                    source_cusp=bool(args.cusp), source_core=args.source_core or None, ellipticity_sigma=args.ellipticity_sigma or None,
                     shear_sigma=args.shear_sigma or None, source=args.source, footprint=bool(args.footprint),
                     clump_widths=bool(args.clump_widths), sample_dtype=args.dtype,
                     clump_min_gain=args.clump_min_gain, cnn_offsets=tuple(float(k) for k in args.cnn_offsets.split(',')),
@@ -208,7 +210,7 @@ def main():
     paired = [(c, b) for b in blind for c in cnn if c['id'] == b['id']]
     med = lambda v: float(np.median(v)) if len(v) else None
     summary = dict(
-        n=len(cnn), data_supersample=args.data_supersample, supersample=args.supersample, clump_sigma=args.clump_sigma, max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp),
+        n=len(cnn), data_supersample=args.data_supersample, supersample=args.supersample, clump_sigma=args.clump_sigma, max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp), source_core=args.source_core,
         ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
         footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, clump_min_gain=args.clump_min_gain, cnn_offsets=args.cnn_offsets, polish_best=args.polish_best, compile_sampler=cfg.compile_sampler, search_rounds=args.search_rounds, likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),

@@ -17,15 +17,16 @@ from .surveys import FWHM_TO_SIGMA, get_survey
 # %% auto #0
 __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 'SPEC_LABELS', 'FitDataError', 'band_psf',
            'band_noise_map', 'psf_margin_pixels', 'band_data', 'FitModel', 'lens_start', 'truth_start',
-           'clump_repulsion', 'pair_prior', 'structure_prior', 'LensLikelihood', 'off_cusp', 'footprint_covariance',
-           'footprint_radius', 'gaussian_images', 'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig', 'start_ball',
-           'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'Unbounded', 'run_sampler', 'lens_light_guess',
-           'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish',
-           'least_squares_fit', 'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult',
-           'crop_size', 'light_subtracted', 'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess',
-           'clump_gains', 'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'research_mode', 'best_mode',
-           'search_reach', 'fit_starts', 'fit_mode', 'mode_key', 'save_mode', 'load_mode', 'fit_lens', 'fit_row',
-           'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
+           'clump_repulsion', 'pair_prior', 'structure_prior', 'LensLikelihood', 'off_cusp', 'cored_sersic',
+           'footprint_covariance', 'footprint_radius', 'gaussian_images', 'shapelet_basis', 'BatchedLikelihood',
+           'SamplerConfig', 'start_ball', 'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'Unbounded',
+           'run_sampler', 'lens_light_guess', 'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start',
+           'particle_swarm', 'polish', 'least_squares_fit', 'laplace_covariance', 'half_sigma_steps', 'start_walkers',
+           'FitConfig', 'FitResult', 'crop_size', 'light_subtracted', 'arc_radius', 'arc_start', 'fit_light_and_source',
+           'clump_guess', 'clump_gains', 'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'research_mode',
+           'best_mode', 'search_reach', 'fit_starts', 'fit_mode', 'mode_key', 'save_mode', 'load_mode', 'fit_lens',
+           'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc',
+           'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -134,6 +135,8 @@ class FitModel:
     shear_sigma: float | None = None      # a Gaussian prior on the external shear gamma1, gamma2 about 0 (`structure_prior`)
     source_cusp: bool = False             # batched SIE likelihood only: a sub-pixel nearer the source Sérsic's centre than its
                                           # footprint's rms radius there is read at that radius (`footprint_radius`)
+    source_core: float | None = None      # arcsec: the source Sérsic's cusp softened, R^3 -> R^3 + core^3 (lenstronomy's
+                                          # CORE_SERSIC, gamma 0, alpha 3; `cored_sersic`): log L without kinks (None: off)
     source: str = 'sersic'                # 'mge': concentric elliptical Gaussians of widths MGE_SIGMAS (amplitudes linear;
                                           # lenstronomy's MULTI_GAUSSIAN_ELLIPSE) instead of the Sérsic
     footprint: bool = False               # batched SIE likelihood only: each Gaussian of the source (mge, clumps) averaged over
@@ -149,19 +152,25 @@ class FitModel:
 
     def kwargs_model(self) -> dict:
         return dict(lens_model_list=[self.mass, 'SHEAR'], lens_light_model_list=['SERSIC_ELLIPSE'] * (1 + self.neighbours),
-                    source_light_model_list=['SERSIC_ELLIPSE' if self.source == 'sersic' else 'MULTI_GAUSSIAN_ELLIPSE'] + (['SHAPELETS'] if self.shapelets is not None else [])
+                    source_light_model_list=[self._source_profile()] + (['SHAPELETS'] if self.shapelets is not None else [])
                     + ['GAUSSIAN'] * self.clumps)
+
+    def _source_profile(self) -> str:
+        "lenstronomy's name of the source's first component."
+        if self.source == 'mge': return 'MULTI_GAUSSIAN_ELLIPSE'
+        return 'CORE_SERSIC' if self.source_core else 'SERSIC_ELLIPSE'
 
     def source_start(self, source: list[dict]) -> list[dict]:
         "The source keyword lists of a start: its Sérsic (or, for `source = 'mge'`, Gaussians of the Sérsic's centre and\
  ellipticity), the shapelets (beta = the Sérsic's R_sersic) if wanted, and the clumps (the start's own, else spread on a\
  circle of R_sersic about the Sérsic's centre)."
-        src = [{k: v for k, v in source[0].items() if k != 'amp'}]
+        src = [{k: v for k, v in source[0].items() if k not in ('amp', 'Rb', 'gamma')}]
         c0, shapelets = src[0], [d for d in source[1:] if 'beta' in d]
         knots = [d for d in source[1:] if 'sigma' in d]
         size = float(np.clip(c0.get('R_sersic', 0.2), 0.05, 0.5))
         if self.source == 'mge' and 'R_sersic' in c0:
             src[0] = dict(sigma=list(MGE_SIGMAS), **{k: c0[k] for k in ('e1', 'e2', 'center_x', 'center_y')})
+        elif self.source_core: src[0].update(Rb=float(self.source_core), gamma=0.0)     # CORE_SERSIC's, held
         if self.shapelets is not None:
             beta = float(shapelets[0]['beta']) if shapelets else size
             src.append(dict(beta=beta, n_max=self.shapelets, center_x=c0['center_x'], center_y=c0['center_y']))
@@ -246,7 +255,7 @@ class LensLikelihood:
                                   _bounds(start['lens'], 0), _bounds(start['lens'], 1)],
                       lens_light_model=[start['lens_light'], _sigmas(start['lens_light']), [{}] + [fix(d) for d in start['lens_light'][1:]],
                                         _bounds(start['lens_light'], 0), _bounds(start['lens_light'], 1)],
-                      source_model=[start['source'], _sigmas(start['source']), [{k: v for k, v in d.items() if k == 'n_max' or (k == 'sigma' and not (self.model.clump_widths and np.ndim(v) == 0))}
+                      source_model=[start['source'], _sigmas(start['source']), [{k: v for k, v in d.items() if k in ('n_max', 'Rb', 'gamma') or (k == 'sigma' and not (self.model.clump_widths and np.ndim(v) == 0))}
                                      for d in start['source']],
                                     *(_source_bounds(start['source'], side, cube.pixel_scale / self.model.supersample) for side in (0, 1))])
         joint = {'joint_source_with_source': [[0, 1, ['center_x', 'center_y']]]} if self.model.shapelets is not None else {}
@@ -303,6 +312,18 @@ def off_cusp(x, y, cx, cy, eps) -> tuple:
     r = torch.sqrt(dx ** 2 + dy ** 2)
     push, on = (eps / r.clamp_min(1e-12)).clamp_min(1.0), r < 1e-12
     return cx + torch.where(on, eps, dx * push), cy + torch.where(on, torch.zeros_like(dy), dy * push)
+
+def cored_sersic(x, y, R_sersic, n_sersic, e1, e2, center_x, center_y, core: float) -> 'torch.Tensor':
+    "Unit-amplitude elliptical Sérsic at points x, y (N, M) for parameters (N,), its cusp softened: the elliptical radius R\
+ (arcsec) read as (R^3 + core^3)^(1/3), lenstronomy's CORE_SERSIC with gamma = 0 and alpha = 3. Smooth at its centre:\
+ its gradient goes as R^2 there, where the Sérsic's jumps (n = 1) or diverges (n > 1)."
+    import torch
+    from slnb.render import _per_scene, sersic_coefficients
+    k = _per_scene(sersic_coefficients(R_sersic, n_sersic, e1, e2, center_x, center_y), x.dim())
+    cx, cy, a, b, c, inv_2n, log_R_n, bn, _ = k.unbind(1)
+    dx, dy = x - cx, y - cy
+    r3 = ((dx * a + dy * b) ** 2 + (dy * c) ** 2).clamp_min(1e-30) ** 1.5 + core ** 3
+    return torch.exp(bn - bn * torch.exp(torch.log(r3) * (inv_2n / 1.5) - log_R_n))
 
 def footprint_covariance(bx, by, shape: tuple, k: int, subpixel: float) -> tuple:
     "The covariance (xx, xy, yy), each (N, P) arcsec^2, of each square sub-pixel (`subpixel` arcsec, k x k per pixel of\
@@ -407,6 +428,14 @@ class BatchedLikelihood:
         return [gaussian_images(bx, by, c(f'center_x_source_light{first + k}')[:, None], c(f'center_y_source_light{first + k}')[:, None],
                                 (width(k),), footprint=footprint)[0] for k in range(self.n_clumps)]
 
+    def _source_sersic(self, bx, by, c):
+        "The source's unit-amplitude Sérsic at source-plane positions bx, by; its cusp softened where the model has a\
+ `source_core` (`cored_sersic`)."
+        from slnb.render import sersic_profile
+        p = [c(f'{q}_source_light0') for q in ('R_sersic', 'n_sersic', 'e1', 'e2', 'center_x', 'center_y')]
+        core = self.lk.model.source_core
+        return cored_sersic(bx, by, *p, core) if core else sersic_profile(bx, by, *p)
+
     def _mge(self, bx, by, c, footprint: tuple | None = None) -> list:
         "The source's concentric Gaussians (`FitModel.source = 'mge'`) at source-plane positions bx, by."
         e1, e2, cx, cy = (c(f'{q}_source_light0')[:, None] for q in ('e1', 'e2', 'center_x', 'center_y'))
@@ -427,9 +456,9 @@ class BatchedLikelihood:
         fp = footprint_covariance(bx, by, self.shape, self.k, self.subpixel) if self.lk.model.footprint else None
         if self.lk.model.source == 'mge': imgs += self._mge(bx, by, c, fp)
         elif self.lk.model.source_cusp:                    # the source's cusp, off the sub-pixels' points
-            imgs.append(light(*off_cusp(bx, by, c('center_x_source_light0')[:, None], c('center_y_source_light0')[:, None],
-                                        footprint_radius(bx, by, self.shape, self.k, self.subpixel)), 'source_light0'))
-        else: imgs.append(light(bx, by, 'source_light0'))
+            imgs.append(self._source_sersic(*off_cusp(bx, by, c('center_x_source_light0')[:, None], c('center_y_source_light0')[:, None],
+                                                      footprint_radius(bx, by, self.shape, self.k, self.subpixel)), c))
+        else: imgs.append(self._source_sersic(bx, by, c))
         if self.n_max is not None:
             beta = c('beta_source_light1')[:, None]
             imgs += shapelet_basis((bx - c('center_x_source_light0')[:, None]) / beta,
@@ -550,7 +579,6 @@ class BatchedLikelihood:
         "The reconstructed source (B, n, n), unlensed and without PSF, on a grid of +- `half` arcsec about its centre,\
  and that grid's extent [x0, x1, y0, y1]."
         import torch
-        from slnb.render import sersic_profile
         p = torch.as_tensor(np.atleast_2d(args)[:1], dtype=torch.float64, device=self.device)
         amp = self.model(args)['amp']                                                    # (B, K)
         c = lambda name: p[:, self.col[name]].to(self.dtype)
@@ -559,7 +587,7 @@ class BatchedLikelihood:
         yy, xx = torch.meshgrid(cy + g, cx + g, indexing='ij')
         xx, yy = xx.reshape(1, -1), yy.reshape(1, -1)
         comps = (self._mge(xx, yy, c) if self.lk.model.source == 'mge' else
-                 [sersic_profile(xx, yy, *(c(f'{q}_source_light0') for q in ('R_sersic', 'n_sersic', 'e1', 'e2', 'center_x', 'center_y')))])
+                 [self._source_sersic(xx, yy, c)])
         if self.n_max is not None:
             beta = c('beta_source_light1')[:, None]
             comps += shapelet_basis((xx - cx) / beta, (yy - cy) / beta, self.n_max)
@@ -1124,6 +1152,8 @@ class FitConfig:
     ellipticity_sigma: float | None = None  # the mass e1, e2's Gaussian prior about the lens light's (None: free)
     shear_sigma: float | None = None  # the external shear's Gaussian prior about 0 (None: free)
     source_cusp: bool = False         # keep sub-pixels off the source Sérsic's cusp (`FitModel.source_cusp`)
+    source_core: float | None = 0.2   # sub-pixels: the source Sérsic's cusp softened over this (`FitModel.source_core`, in
+                                      # arcsec): log L without kinks, whose jumps in the gradient stalled the sampler (None: off)
     source: str = 'sersic'            # 'mge': the source as concentric Gaussians (`FitModel.source`)
     footprint: bool = False           # the source's Gaussians averaged over the sub-pixels' footprints (`FitModel.footprint`)
     clump_widths: bool = False        # the clumps' widths sampled (`FitModel.clump_widths`)
@@ -1367,6 +1397,7 @@ def search_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig
     start = dict(start, lens_light=start['lens_light'] + _neighbours(cube, i, start, crop, cfg))
     model = FitModel(cfg.mass, cfg.supersample, crop, cfg.shapelets, neighbours=len(start['lens_light']) - 1,
                      core_supersample=cfg.core_supersample, centre_sigma=cfg.centre_sigma, source_cusp=cfg.source_cusp,
+                     source_core=cfg.source_core * cube.pixel_scale / cfg.supersample if cfg.source_core else None,
                      ellipticity_sigma=cfg.ellipticity_sigma, shear_sigma=cfg.shear_sigma, source=cfg.source,
                      footprint=cfg.footprint, clump_widths=cfg.clump_widths, psf_margin=cfg.psf_margin)
     lk = LensLikelihood(cube, i, start, model)

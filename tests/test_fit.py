@@ -83,6 +83,37 @@ def test_batched_likelihood_is_lenstronomys(cube):
     with pytest.raises(ValueError, match='SIE only'): BatchedLikelihood(LensLikelihood(cube, 1, truth_start(cube.catalog[1], 'EPL'), FitModel('EPL')))
 
 
+def test_source_core_is_lenstronomys_core_sersic_and_takes_the_kink_out_of_log_l(cube):
+    """`FitModel.source_core`: the batched likelihood is lenstronomy's with CORE_SERSIC (Rb and gamma held, no new
+    sampled parameter); and with the source's centre on a sub-pixel's ray, the gradient of log L along it jumps (a
+    kink: g(+h) - g(-h) grows as h falls from 1e-3" to 1e-4") without the core and shrinks with h, as for a smooth
+    function, with it."""
+    import torch
+    from slnb.fit import BatchedLikelihood
+    from slnb.render import sie_deflection
+    start = truth_start(cube.catalog[1])
+    jumps = {}
+    for core in (None, 0.02):
+        lk = LensLikelihood(cube, 1, start, FitModel(source_core=core))
+        assert lk.names == LensLikelihood(cube, 1, start).names
+        f, a = BatchedLikelihood(lk), lk.args(start)
+        if core:
+            assert lk.kwargs(a)['source'][0]['Rb'] == 0.02 and lk.kwargs(a)['source'][0]['gamma'] == 0
+            walkers = a + 0.02 * np.random.default_rng(2).standard_normal((6, lk.ndim)) * np.abs(a).clip(0.1)
+            assert np.allclose(f(walkers), [lk.log_likelihood(w) for w in walkers], rtol=0, atol=0.05)
+        c = lambda n: torch.tensor([a[lk.names.index(n)]], dtype=torch.float64)
+        ax, ay = sie_deflection(f.x, f.y, *(c(f'{q}_lens0') for q in ('theta_E', 'e1', 'e2', 'center_x', 'center_y')))
+        dx, dy, g1, g2 = f.x - f.shear_origin[0], f.y - f.shear_origin[1], c('gamma1_lens1'), c('gamma2_lens1')
+        bx, by = (f.x - ax - g1 * dx - g2 * dy)[0], (f.y - ay - g2 * dx + g1 * dy)[0]      # the sub-pixels' rays
+        jx, jy = lk.names.index('center_x_source_light0'), lk.names.index('center_y_source_light0')
+        k = int(torch.argmin((bx - a[jx]) ** 2 + (by - a[jy]) ** 2))
+        a[jx], a[jy] = float(bx[k]), float(by[k])                  # the source's centre on one of them
+        P = a + np.array([[1], [-1], [0.1], [-0.1]]) * 1e-3 * np.eye(lk.ndim)[jx]
+        g = f.value_and_grad(P)[1][:, jx]
+        jumps[core] = (abs(g[0] - g[1]), abs(g[2] - g[3]))             # at h = 1e-3", 1e-4"
+    assert jumps[None][1] > jumps[None][0], jumps                    # a kink: no smaller for a 10x smaller h
+    assert jumps[0.02][1] < 0.2 * jumps[0.02][0], jumps               # smooth: ~10x smaller
+
 def test_float32_sampling_likelihood_keeps_log_l_and_its_gradient(cube):
     """The swarm's and the sampler's float32 images give log L within 0.05 and the gradient within 1% of float64's."""
     import torch
