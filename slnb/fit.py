@@ -1189,6 +1189,8 @@ class FitConfig:
         if self.sample_dtype not in ('float32', 'float64'):
             raise ValueError(f"sample_dtype '{self.sample_dtype}': 'float32' or 'float64'")
         if self.search_rounds < 1: raise ValueError(f"search_rounds {self.search_rounds}: at least 1")
+        if self.source_core is not None and self.source_core < 0:
+            raise ValueError(f"source_core {self.source_core}: a core of >= 0 sub-pixels (0 or None: off)")
         if self.polish_best is not None and self.polish_best < 1:
             raise ValueError(f"polish_best {self.polish_best}: at least 1 start must be polished (None: all)")
 
