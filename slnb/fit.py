@@ -231,6 +231,7 @@ def _source_bounds(kws: list[dict], side: int, subpixel: float) -> list[dict]:
  of bench/fit.py: its source piled at the 0.02\" bound, and a step of ~270 in log L as its centre moved)."
     b = _bounds(kws, side)
     if b and 'R_sersic' in b[0]:
+        b[0].pop('gamma', None)          # CORE_SERSIC's held inner slope (`source_core`), not the EPL's gamma and its bounds
         if side == 0: b[0]['R_sersic'] = max(b[0]['R_sersic'], 0.5 * subpixel)
         else: b[0]['n_sersic'] = SOURCE_N_MAX
     return b

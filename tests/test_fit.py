@@ -87,9 +87,9 @@ def test_source_core_is_lenstronomys_core_sersic_and_takes_the_kink_out_of_log_l
     """`FitModel.source_core`: the batched likelihood is lenstronomy's with CORE_SERSIC (Rb and gamma held, no new
     sampled parameter); and with the source's centre on a sub-pixel's ray, the gradient of log L along it jumps (a
     kink: g(+h) - g(-h) grows as h falls from 1e-3" to 1e-4") without the core and shrinks with h, as for a smooth
-    function, with it."""
+    function, with it; a negative core is refused."""
     import torch
-    from slnb.fit import BatchedLikelihood
+    from slnb.fit import BatchedLikelihood, FitConfig
     from slnb.render import sie_deflection
     start = truth_start(cube.catalog[1])
     jumps = {}
@@ -113,8 +113,8 @@ def test_source_core_is_lenstronomys_core_sersic_and_takes_the_kink_out_of_log_l
         jumps[core] = (abs(g[0] - g[1]), abs(g[2] - g[3]))             # at h = 1e-3", 1e-4"
     assert jumps[None][1] > jumps[None][0], jumps                    # a kink: no smaller for a 10x smaller h
     assert jumps[0.02][1] < 0.2 * jumps[0.02][0], jumps               # smooth: ~10x smaller
-    from slnb.fit import FitConfig
     with pytest.raises(ValueError, match='source_core -0.1'): FitConfig(source_core=-0.1)
+
 
 def test_float32_sampling_likelihood_keeps_log_l_and_its_gradient(cube):
     """The swarm's and the sampler's float32 images give log L within 0.05 and the gradient within 1% of float64's."""
