@@ -19,14 +19,14 @@ __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 
            'band_noise_map', 'psf_margin_pixels', 'band_data', 'FitModel', 'lens_start', 'truth_start',
            'clump_repulsion', 'pair_prior', 'structure_prior', 'LensLikelihood', 'off_cusp', 'cored_sersic',
            'footprint_covariance', 'footprint_radius', 'gaussian_images', 'shapelet_basis', 'BatchedLikelihood',
-           'SamplerConfig', 'start_ball', 'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'Unbounded',
-           'run_sampler', 'lens_light_guess', 'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start',
-           'particle_swarm', 'polish', 'least_squares_fit', 'laplace_covariance', 'half_sigma_steps', 'start_walkers',
-           'FitConfig', 'FitResult', 'crop_size', 'light_subtracted', 'arc_radius', 'arc_start', 'fit_light_and_source',
-           'clump_guess', 'clump_gains', 'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'research_mode',
-           'best_mode', 'search_reach', 'fit_starts', 'fit_mode', 'mode_key', 'save_mode', 'load_mode', 'fit_lens',
-           'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc',
-           'save_fit_figures']
+           'SamplerConfig', 'start_ball', 'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'mean_curvature',
+           'curvature_metric', 'Unbounded', 'run_sampler', 'lens_light_guess', 'source_guess', 'neighbour_guess',
+           'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'least_squares_fit', 'laplace_covariance',
+           'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size', 'light_subtracted', 'arc_radius',
+           'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps', 'search_mode',
+           'polish_mode', 'find_mode', 'research_mode', 'best_mode', 'search_reach', 'fit_starts', 'fit_mode',
+           'mode_key', 'save_mode', 'load_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit',
+           'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -611,6 +611,8 @@ class SamplerConfig:
     adapt_steps: int | None = None   # 'hmc', 'de+t': every check_every steps up to here the proposal's covariance is
                                      # refitted to the second half of the chain so far (and hmc's step tuned)
     leapfrog: int = 6                # 'hmc': leapfrog steps per trajectory
+    metric: str = 'curvature'        # 'hmc': the mass matrix's inverse, the chain's covariance C combined with the walkers'
+                                     # mean local curvature (`curvature_metric`); 'covariance': C alone
     leapfrog_long: int | None = 30   # 'hmc': a chain still random-walking `lengthen_after` iterations past the adaptation
                                      # (tau_max above 1/lengthen_ratio of them) goes on with trajectories this
                                      # many steps long; the iterations before are then burn-in (None: never)
@@ -620,6 +622,7 @@ class SamplerConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.metric not in ('curvature', 'covariance'): raise ValueError(f"metric '{self.metric}': 'curvature' or 'covariance'")
         for k, v in zip(('max_steps', 'check_every', 'adapt_steps'), (1500, 25, 50) if self.moves == 'hmc' else (5000, 100, 600)):
             if getattr(self, k) is None: setattr(self, k, v)
 
@@ -675,9 +678,10 @@ class HamiltonianMove:
  matrix the inverse of `cov`, `n_steps` leapfrog steps of eps (+-20% each time) in the whitened coordinates, accepted\
  by the change of energy; while `adapting`, eps is tuned towards an acceptance of `target`."
     def __init__(self, value_and_grad, mean: np.ndarray, cov: np.ndarray, n_steps: int = 6, target: float = 0.8,
-                 bounds: tuple | None = None):
+                 bounds: tuple | None = None, curvature: bool = False):
         import emcee
         self.value_and_grad, self.n_steps, self.target, self.adapting = value_and_grad, n_steps, target, True
+        self.curvature = curvature                    # the metric refitted with the walkers' curvature (`_fit_proposal`)
         self.lower, self.upper = (None, None) if bounds is None else (np.asarray(b, float) for b in bounds)
         self.eps, self._cache = len(mean) ** -0.25, None
         self.move = emcee.moves.MHMove(None)          # emcee's bookkeeping (`update`); `propose` is this class's
@@ -708,13 +712,14 @@ class HamiltonianMove:
         g0 = self._cache[1] if cached else self.value_and_grad(q0)[1]
         eps, r0 = self.eps * rng.uniform(0.8, 1.2), rng.standard_normal((W, D))
         q, r, alive = q0.copy(), r0 + 0.5 * eps * g0 @ self.chol, np.isfinite(lp0)
-        for s in range(self.n_steps):
-            q, r = self._reflect(q + eps * r @ self.chol.T, r)
-            lp, g = self.value_and_grad(q)
-            alive &= np.isfinite(lp)
-            r = r + (eps if s < self.n_steps - 1 else 0.5 * eps) * g @ self.chol
-        with np.errstate(invalid='ignore'):
+        with np.errstate(invalid='ignore', over='ignore'):      # a divergent trajectory's momenta overflow: rejected
+            for s in range(self.n_steps):
+                q, r = self._reflect(q + eps * r @ self.chol.T, r)
+                lp, g = self.value_and_grad(q)
+                alive &= np.isfinite(lp)
+                r = r + (eps if s < self.n_steps - 1 else 0.5 * eps) * g @ self.chol
             dH = np.where(alive, lp - lp0 - 0.5 * ((r ** 2).sum(1) - (r0 ** 2).sum(1)), -np.inf)
+            dH = np.where(np.isnan(dH), -np.inf, dH)            # (inf - inf)
         accepted = np.log(rng.uniform(size=W)) < dH
         if self.adapting:        # the median walker's acceptance: one stuck walker (accepting nothing) must not shrink eps
             self.eps *= np.exp(0.5 * (np.median(np.exp(np.minimum(dH, 0))) - self.target))
@@ -732,11 +737,36 @@ def _moves(kind: str, t=None):
     if kind == 'stretch': return None
     raise ValueError(f"unknown moves '{kind}': 'hmc', 'de+t', 'de' or 'stretch'")
 
+def mean_curvature(value_and_grad, points: np.ndarray, chol: np.ndarray, h: float = 1e-2, batch: int = 64) -> np.ndarray:
+    "The mean over points (W, D) of -log p's Hessian (D, D) in coordinates z whitened by chol (x = chol z), each with its\
+ negative eigenvalues set to 0: central differences of the gradient, steps h in z, `batch` points a call (a point whose\
+ steps reach log p -inf, past a bound, is left out; none left: 0)."
+    W, D = points.shape
+    x = np.concatenate([points[:, None] + h * chol.T[None], points[:, None] - h * chol.T[None]], 1).reshape(-1, D)
+    lp, g = (np.concatenate(a) for a in zip(*(value_and_grad(x[k:k + batch]) for k in range(0, len(x), batch))))
+    ok = np.isfinite(lp).reshape(W, 2 * D).all(1)
+    if not ok.any(): return np.zeros((D, D))
+    gz = (g @ chol).reshape(W, 2 * D, D)[ok]                    # the gradient in z
+    H = -(gz[:, :D] - gz[:, D:]) / (2 * h)
+    ev, V = np.linalg.eigh(0.5 * (H + H.transpose(0, 2, 1)))
+    return np.einsum('wij,wj,wkj->ik', V, np.maximum(ev, 0), V) / len(H)
+
+def curvature_metric(cov: np.ndarray, curvature: np.ndarray, chol: np.ndarray | None = None) -> np.ndarray:
+    "The covariance (D, D) whose inverse is the sum of cov's inverse and a mean `curvature` (in the coordinates whitened by\
+ cov's Cholesky factor `chol`, `mean_curvature`): as wide as cov where the posterior is locally flat, as thin as the\
+ walkers find it where it is locally thin."
+    chol = np.linalg.cholesky(cov) if chol is None else chol
+    return chol @ np.linalg.inv(np.eye(len(cov)) + curvature) @ chol.T
+
 def _fit_proposal(t, chain: np.ndarray):
-    "Refit the t proposal to chain samples (S, W, D): their mean and 1.1 x their covariance (kept positive definite)."
+    "Refit the t proposal to chain samples (S, W, D): their mean and 1.1 x their covariance (kept positive definite);\
+ for HMC with `curvature`, combined with the curvature at the last walkers (`curvature_metric`)."
     x = chain.reshape(-1, chain.shape[-1])
     cov = 1.1 * np.cov(x.T) + 1e-12 * np.diag(np.maximum(x.var(0), 1e-300))
-    try: t.set(x.mean(0), cov)
+    try:
+        t.set(x.mean(0), cov)
+        if getattr(t, 'curvature', False):
+            t.set(x.mean(0), curvature_metric(cov, mean_curvature(t.value_and_grad, chain[-1], t.chol), t.chol))
     except np.linalg.LinAlgError: pass              # a degenerate block (walkers stuck): keep the last proposal
 
 def _chain_attr(store, key: str, value: float | None = None) -> float | None:
@@ -847,7 +877,8 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     if retuned is not None: adapt = max(adapt, int(retuned) + cfg.adapt_steps)   # re-tuned after a walker got stuck
     limit = cfg.max_steps if long_from is None else min(cfg.max_steps, int(long_from) + cfg.long_steps)
     mean, cov = np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov
-    t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog if long_from is None else cfg.leapfrog_long, bounds=bounds)
+    t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog if long_from is None else cfg.leapfrog_long, bounds=bounds,
+                         curvature=cfg.metric == 'curvature')
          if cfg.moves == 'hmc' else StudentTIndependence(mean, cov) if adapt else None)
     sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, backend=store, moves=_moves(cfg.moves, t), vectorize=vectorize)
     sampler.random_state = np.random.RandomState([cfg.seed, done]).get_state()

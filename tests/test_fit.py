@@ -458,6 +458,42 @@ def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened
     assert cut.n_steps == 225 and lengthened < 225 and rest.converged and rest.n_steps > 225 and rest.tau.max() < 10
 
 
+def test_curvature_metric_is_exact_on_a_gaussian_and_widens_the_step_on_a_thin_ridge(tmp_path):
+    """On a Gaussian of precision P the walkers' mean curvature, whitened by any chol, is chol^T P chol, and the metric
+    combining it with a covariance C is (C^-1 + P)^-1; a point whose steps cross a bound (log p -inf) is left out. On a
+    thin curved ridge (x1 + 0.5 (x0^2 - 1) ~ N(0, 0.05^2), three more unit Gaussians), where the chain's covariance is
+    wide across the ridge, HMC's step tuned in the curvature metric is > 2.5x that in the covariance alone (0.68-0.96
+    against 0.14-0.27), and the three plain Gaussians mix in < 2 iterations (2.3-6.5 without)."""
+    import h5py
+    from slnb.fit import SamplerConfig, curvature_metric, mean_curvature, run_sampler
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((4, 4)); P = A @ A.T + np.eye(4)
+    vg = lambda x: (-0.5 * np.einsum('ij,jk,ik->i', x, P, x), -x @ P)
+    C = np.diag([2.0, 0.5, 1.0, 3.0]); chol = np.linalg.cholesky(C)
+    H = mean_curvature(vg, rng.standard_normal((5, 4)), chol)
+    assert np.allclose(H, chol.T @ P @ chol, rtol=1e-6, atol=1e-8)
+    assert np.allclose(curvature_metric(C, H, chol), np.linalg.inv(np.linalg.inv(C) + P), rtol=1e-6)
+    walled = lambda x: (np.where(x[:, 0] < 1.0, vg(x)[0], -np.inf), vg(x)[1] * (x[:, :1] < 1.0))
+    pts = np.array([[0.2, 0, 0, 0], [1.0 - 1e-3, 0, 0, 0]])              # the second's steps cross the wall at x0 = 1
+    assert np.allclose(mean_curvature(walled, pts, chol), chol.T @ P @ chol, rtol=1e-6, atol=1e-8)
+    b, s = 0.5, 0.05
+    def ridge(x):
+        u = (x[:, 1] + b * (x[:, 0] ** 2 - 1)) / s
+        return (-0.5 * (x[:, 0] ** 2 + u ** 2 + (x[:, 2:] ** 2).sum(1)),
+                np.concatenate([(-x[:, 0] - 2 * b * u * x[:, 0] / s)[:, None], (-u / s)[:, None], -x[:, 2:]], 1))
+    p0 = 0.01 * np.random.default_rng(0).standard_normal((8, 5))
+    for seed in (1, 2, 3):
+        eps, tau = {}, {}
+        for metric in ('covariance', 'curvature'):
+            fn = tmp_path / f'{metric}{seed}.h5'
+            run = run_sampler(lambda x: ridge(x)[0], p0, SamplerConfig(moves='hmc', seed=seed, leapfrog_long=None, metric=metric,
+                              max_steps=300), backend=fn, vectorize=True, value_and_grad=ridge)
+            with h5py.File(fn, 'r') as f: eps[metric] = float(f['mcmc'].attrs['hmc_eps'])
+            tau[metric] = run.tau[2:].max()
+        assert eps['curvature'] > 2.5 * eps['covariance'] and tau['curvature'] < 2 < tau['covariance'], (seed, eps, tau)
+    with pytest.raises(ValueError, match='metric'): SamplerConfig(metric='hessian')
+
+
 def _with_lens_light(cube, i, neighbour):
     "cube.extensions['LENS_LIGHT'] for cutout i: its true lens light (lenstronomy) and, if given, a round neighbour."
     from lenstronomy.LightModel.light_model import LightModel
