@@ -764,9 +764,10 @@ def _fit_proposal(t, chain: np.ndarray):
     x = chain.reshape(-1, chain.shape[-1])
     cov = 1.1 * np.cov(x.T) + 1e-12 * np.diag(np.maximum(x.var(0), 1e-300))
     try:
-        t.set(x.mean(0), cov)
         if getattr(t, 'curvature', False):
-            t.set(x.mean(0), curvature_metric(cov, mean_curvature(t.value_and_grad, chain[-1], t.chol), t.chol))
+            chol = np.linalg.cholesky(cov)
+            cov = curvature_metric(cov, mean_curvature(t.value_and_grad, chain[-1], chol), chol)
+        t.set(x.mean(0), cov)
     except np.linalg.LinAlgError: pass              # a degenerate block (walkers stuck): keep the last proposal
 
 def _chain_attr(store, key: str, value: float | None = None) -> float | None:
