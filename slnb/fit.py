@@ -24,8 +24,8 @@ __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 
            'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'least_squares_fit', 'laplace_covariance',
            'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size', 'light_subtracted', 'arc_radius',
            'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps', 'search_mode',
-           'polish_mode', 'find_mode', 'research_mode', 'best_mode', 'search_reach', 'fit_starts', 'fit_mode',
-           'mode_key', 'save_mode', 'load_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit',
+           'polish_mode', 'find_mode', 'research_mode', 'best_mode', 'search_reach', 'fit_starts', 'one_blas_thread',
+           'fit_mode', 'mode_key', 'save_mode', 'load_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit',
            'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
@@ -1516,6 +1516,17 @@ def fit_starts(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None
         return [_sigma_known(*cnn_start(cube, i, _theta_E_offset(prediction, k), cfg.mass)) for k in cfg.cnn_offsets]
     return [arc_start(cube, i, cfg.mass, k) for k in cfg.blind_factors]
 
+def one_blas_thread(f):
+    "f run with numpy's and scipy's BLAS on one thread (threadpoolctl): torch renders on all cores, and OpenBLAS's own\
+ threads, spinning after each small matrix product of scipy's optimisers, took those cores from it (2x the time)."
+    import functools
+    @functools.wraps(f)
+    def g(*args, **kwargs):
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=1, user_api='blas'): return f(*args, **kwargs)
+    return g
+
+@one_blas_thread
 def fit_mode(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, rng: np.random.Generator | None = None,
              seconds: dict | None = None) -> tuple:
     "The likelihood, log-prob and polished mode of cutout i, without the sampler: the best of `fit_starts` (`best_mode`)\
@@ -1562,6 +1573,7 @@ def load_mode(path: str | Path, cube: Cube, i: int, key: str, rng: np.random.Gen
     rng.bit_generator.state = saved['rng']
     return lk, _log_prob(lk, batched), np.asarray(saved['x'], float)
 
+@one_blas_thread
 def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, backend: str | None = None,
              show_progress: bool = False) -> FitResult:
     "Fit cutout i of a cube: from the CNN `prediction` (a table row with the seven parameters and `_std`; from each of\

@@ -810,3 +810,22 @@ def test_research_mode_finds_a_lost_source_again(cube, monkeypatch):
     monkeypatch.setattr(F, 'search_mode', lambda *a: ())
     monkeypatch.setattr(F, 'polish_mode', lambda *a: (lk, f, lost))                  # a search that ends worse
     assert F.research_mode(cube, 0, (lk, f, truth), cfg, np.random.default_rng(0), crop)[2] is truth
+
+
+def test_fits_run_with_blas_on_one_thread(monkeypatch):
+    "fit_mode and fit_lens hold numpy's BLAS to one thread (torch's threads have the cores) and give it back after."
+    import slnb.fit as F
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads(): return [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']
+
+    class Seen(Exception): pass
+    def record(*args, **kwargs): raise Seen(blas_threads())
+    with threadpool_limits(limits=2, user_api='blas'):
+        assert set(blas_threads()) == {2}
+        for patched, call in (('fit_starts', lambda: F.fit_mode(None, 0)), ('fit_mode', lambda: F.fit_lens(None, 0))):
+            with monkeypatch.context() as m:
+                m.setattr(F, patched, record)
+                with pytest.raises(Seen) as seen: call()
+            assert set(seen.value.args[0]) == {1}, patched
+        assert set(blas_threads()) == {2}
