@@ -1518,7 +1518,8 @@ def fit_starts(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None
 
 def one_blas_thread(f):
     "f run with numpy's and scipy's BLAS on one thread (threadpoolctl): torch renders on all cores, and OpenBLAS's own\
- threads, spinning after each small matrix product of scipy's optimisers, took those cores from it (2x the time)."
+ threads, spinning after each small matrix product of scipy's optimisers, took those cores from it (the bench's\
+ searches 4x slower); BLAS's sums then no longer depend on the number of cores either."
     import functools
     @functools.wraps(f)
     def g(*args, **kwargs):
