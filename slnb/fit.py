@@ -1523,8 +1523,8 @@ def one_blas_thread(f):
     import functools
     @functools.wraps(f)
     def g(*args, **kwargs):
-        from threadpoolctl import threadpool_limits
-        with threadpool_limits(limits=1, user_api='blas'): return f(*args, **kwargs)
+        from threadpoolctl import threadpool_limits     # looked up at each call, not cached (`threadpool_limits.wrap`):
+        with threadpool_limits(limits=1, user_api='blas'): return f(*args, **kwargs)    # scipy's own OpenBLAS loads late
     return g
 
 @one_blas_thread

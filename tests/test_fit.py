@@ -773,8 +773,8 @@ def test_best_mode_polishes_only_the_best_searched_starts(cube, monkeypatch):
     assert [s['lens'][0]['theta_E'] for s, _ in starts] == pytest.approx([pred[0]['theta_E'], pred[0]['theta_E'] - pred[0]['theta_E_std']])
     crop = F.crop_size(cube, F.search_reach(starts))
     rng = np.random.default_rng(3)
-    each = F.one_blas_thread(lambda: [F.find_mode(cube, 1, s, sd, cfg, rng, crop) for s, sd in starts])()   # BLAS's sums as
-    best = F.fit_mode(cube, 1, pred[0], cfg, np.random.default_rng(3))[2]      # fit_mode's; its mode: best_mode on that crop
+    each = F.one_blas_thread(lambda: [F.find_mode(cube, 1, s, sd, cfg, rng, crop) for s, sd in starts])()   # as fit_mode
+    best = F.fit_mode(cube, 1, pred[0], cfg, np.random.default_rng(3))[2]      # fit_lens's mode: best_mode on that crop
     assert np.allclose(best, each[int(np.argmax([F._log_l(m) for m in each]))][2])
     calls, searched = [], []                                # log L of each searched start, and the polishes made
     search_mode, polish_mode = F.search_mode, F.polish_mode
@@ -814,6 +814,7 @@ def test_research_mode_finds_a_lost_source_again(cube, monkeypatch):
 
 def test_fits_run_with_blas_on_one_thread(monkeypatch):
     "fit_mode and fit_lens hold numpy's BLAS to one thread (torch's threads have the cores) and give it back after."
+    import scipy.optimize                                   # scipy's own OpenBLAS (if it has one) loaded: limited too
     import slnb.fit as F
     from threadpoolctl import threadpool_info, threadpool_limits
 
