@@ -611,6 +611,9 @@ class SamplerConfig:
     adapt_steps: int | None = None   # 'hmc', 'de+t': every check_every steps up to here the proposal's covariance is
                                      # refitted to the second half of the chain so far (and hmc's step tuned)
     leapfrog: int = 6                # 'hmc': leapfrog steps per trajectory
+    step_jitter: tuple[float, float] = (0.8, 1.2)   # 'hmc': each trajectory's step is the tuned one x a factor uniform in
+                                     # this range (a factor log-uniform in (0.125, 1.2) freed the walkers stuck in bench lens
+                                     # 22's narrow necks, but made lenses 5 and 9 mix worse: "A wider step jitter, tried")
     metric: str = 'curvature'        # 'hmc': the mass matrix's inverse, the chain's covariance C combined with the walkers'
                                      # mean local curvature (`curvature_metric`); 'covariance': C alone
     leapfrog_long: int | None = 30   # 'hmc': a chain still random-walking `lengthen_after` iterations past the adaptation
@@ -675,12 +678,14 @@ class StudentTIndependence:
 
 class HamiltonianMove:
     "Hamiltonian Monte Carlo (Neal 2011, arXiv:1206.1901) for each walker on its own, as an emcee move: momenta with mass\
- matrix the inverse of `cov`, `n_steps` leapfrog steps of eps (+-20% each time) in the whitened coordinates, accepted\
- by the change of energy; while `adapting`, eps is tuned towards an acceptance of `target`."
+ matrix the inverse of `cov`, `n_steps` leapfrog steps of eps x a factor uniform in `jitter` (drawn for each\
+ trajectory) in the whitened coordinates, accepted by the change of energy; while `adapting`, eps is tuned towards an\
+ acceptance of `target`."
     def __init__(self, value_and_grad, mean: np.ndarray, cov: np.ndarray, n_steps: int = 6, target: float = 0.8,
-                 bounds: tuple | None = None, curvature: bool = False):
+                 bounds: tuple | None = None, curvature: bool = False, jitter: tuple[float, float] = (0.8, 1.2)):
         import emcee
         self.value_and_grad, self.n_steps, self.target, self.adapting = value_and_grad, n_steps, target, True
+        self.jitter = jitter
         self.curvature = curvature                    # the metric refitted with the walkers' curvature (`_fit_proposal`)
         self.lower, self.upper = (None, None) if bounds is None else (np.asarray(b, float) for b in bounds)
         self.eps, self._cache = len(mean) ** -0.25, None
@@ -691,18 +696,27 @@ class HamiltonianMove:
     def set(self, mean: np.ndarray, cov: np.ndarray):
         "Whiten with cov from now on (mean unused: the trajectories start at the walkers)."
         self.chol = np.linalg.cholesky(np.asarray(cov, float))
-        self.inv = np.linalg.inv(self.chol)
 
-    def _reflect(self, q: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        "Positions past a bound mirrored back inside and their velocity (chol r) across that bound reversed (Neal 2011,\
- sec. 5.1): a reversible, volume-preserving map; the energy it changes (the mass matrix is not diagonal) is in dH."
+    def _reflect(self, q0: np.ndarray, q: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        "The drift from q0 to q (W, D) with momenta r, mirrored off each bound it crosses, in the order it crosses them:\
+ position and momentum mirrored in the whitened coordinates (x = chol z), where a bound x_k = b is a plane and the\
+ kinetic energy |r|^2 / 2 is Euclidean (reflective HMC, Afshar & Domke 2015; Neal 2011 sec. 5.1 for a diagonal mass\
+ matrix): reversible, volume-preserving and the kinetic energy kept."
         if self.lower is None: return q, r
-        low, high = q < self.lower, q > self.upper
-        hit = low | high
-        if not hit.any(): return q, r
-        q = np.where(low, 2 * self.lower - q, np.where(high, 2 * self.upper - q, q))
-        v = r @ self.chol.T
-        return q, np.where(hit, -v, v) @ self.inv.T
+        q, r, cov = q.copy(), r.copy(), self.chol @ self.chol.T
+        for _ in range(4 * q.shape[1]):                     # a drift crosses a few bounds at most
+            low, high = q < self.lower, q > self.upper
+            w = np.flatnonzero((low | high).any(1))
+            if len(w) == 0: break
+            wall = np.where(low[w], self.lower, self.upper)
+            with np.errstate(divide='ignore', invalid='ignore'):   # the fraction of the drift where it crosses each bound
+                t = np.where(low[w] | high[w], (wall - q0[w]) / (q[w] - q0[w]), np.inf)
+            k = np.argmin(t, 1)                             # the bound crossed first
+            b, c = wall[np.arange(len(w)), k], self.chol[k]     # c: the bound's normal in z (chol's row k)
+            q0 = q0.copy(); q0[w] += np.clip(t[np.arange(len(w)), k], 0, 1)[:, None] * (q[w] - q0[w])   # where it hits
+            q[w] -= 2 * cov[:, k].T * ((q[w, k] - b) / cov[k, k])[:, None]
+            r[w] -= 2 * c * ((c * r[w]).sum(1) / (c * c).sum(1))[:, None]
+        return np.clip(q, self.lower, self.upper), r
 
     def propose(self, model, state):
         import emcee
@@ -710,11 +724,11 @@ class HamiltonianMove:
         W, D = q0.shape
         cached = self._cache is not None and np.array_equal(self._cache[0], q0)
         g0 = self._cache[1] if cached else self.value_and_grad(q0)[1]
-        eps, r0 = self.eps * rng.uniform(0.8, 1.2), rng.standard_normal((W, D))
+        eps, r0 = self.eps * rng.uniform(*self.jitter), rng.standard_normal((W, D))
         q, r, alive = q0.copy(), r0 + 0.5 * eps * g0 @ self.chol, np.isfinite(lp0)
         with np.errstate(invalid='ignore', over='ignore'):      # a divergent trajectory's momenta overflow: rejected
             for s in range(self.n_steps):
-                q, r = self._reflect(q + eps * r @ self.chol.T, r)
+                q, r = self._reflect(q, q + eps * r @ self.chol.T, r)
                 lp, g = self.value_and_grad(q)
                 alive &= np.isfinite(lp)
                 r = r + (eps if s < self.n_steps - 1 else 0.5 * eps) * g @ self.chol
@@ -879,7 +893,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     limit = cfg.max_steps if long_from is None else min(cfg.max_steps, int(long_from) + cfg.long_steps)
     mean, cov = np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov
     t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog if long_from is None else cfg.leapfrog_long, bounds=bounds,
-                         curvature=cfg.metric == 'curvature')
+                         curvature=cfg.metric == 'curvature', jitter=cfg.step_jitter)
          if cfg.moves == 'hmc' else StudentTIndependence(mean, cov) if adapt else None)
     sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, backend=store, moves=_moves(cfg.moves, t), vectorize=vectorize)
     sampler.random_state = np.random.RandomState([cfg.seed, done]).get_state()

@@ -830,3 +830,45 @@ def test_fits_run_with_blas_on_one_thread(monkeypatch):
                 with pytest.raises(Seen) as seen: call()
             assert set(seen.value.args[0]) == {1}, patched
         assert set(blas_threads()) == {2}
+
+
+def test_hmc_reflection_off_bounds_keeps_the_kinetic_energy_and_reverses():
+    """A drift that crosses bounds (one or two) with a correlated mass matrix: mirrored in the whitened coordinates it
+    ends inside the box, keeps |r|^2 (reversing only the momentum's component across the bound would not), and the
+    reversed drift from its end comes back to its start."""
+    from slnb.fit import HamiltonianMove
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((3, 3))
+    cov = a @ a.T + 0.1 * np.eye(3)
+    hm = HamiltonianMove(lambda x: (np.zeros(len(x)), np.zeros_like(x)), np.zeros(3), cov, bounds=(-np.ones(3), np.ones(3)))
+    q0, r = rng.uniform(-0.9, 0.9, (500, 3)), rng.standard_normal((500, 3))
+    q1 = q0 + 0.7 * r @ hm.chol.T
+    crossed = ((q1 < -1) | (q1 > 1)).sum(1)
+    assert (crossed == 1).sum() > 50 and (crossed >= 2).sum() > 20
+    q, r1 = hm._reflect(q0, q1, r)
+    assert np.all(np.abs(q) <= 1) and np.allclose((r1 ** 2).sum(1), (r ** 2).sum(1), rtol=1e-12)
+    assert not np.allclose(q[crossed > 0], q1[crossed > 0])
+    back, r2 = hm._reflect(q, q + 0.7 * (-r1) @ hm.chol.T, -r1)
+    assert np.allclose(back, q0, atol=1e-12) and np.allclose(-r2, r, atol=1e-12)
+
+
+def test_hmc_step_is_jittered_uniformly_over_its_range():
+    """Each trajectory's step is the tuned one times a factor uniform in `jitter`: on a flat density one leapfrog step
+    moves the walkers by exactly step x factor x chol r, and over 300 trajectories the factors fill the range."""
+    import copy
+    import emcee
+    from types import SimpleNamespace
+    from slnb.fit import HamiltonianMove
+    flat = lambda x: (np.zeros(len(x)), np.zeros_like(x))
+    hm = HamiltonianMove(flat, np.zeros(2), np.array([[4.0, 0.3], [0.3, 0.25]]), n_steps=1, jitter=(0.125, 1.2))
+    hm.adapting, model = False, SimpleNamespace(random=np.random.RandomState(3))
+    factors = []
+    for _ in range(300):
+        replay = copy.deepcopy(model.random)
+        factor = replay.uniform(0.125, 1.2)
+        r = replay.standard_normal((4, 2))
+        new, accepted = hm.propose(model, emcee.State(np.zeros((4, 2)), log_prob=np.zeros(4)))
+        assert accepted.all() and np.allclose(new.coords, hm.eps * factor * r @ hm.chol.T, rtol=1e-12)
+        factors.append(factor)
+    assert 0.125 <= min(factors) < 0.14 and 1.1 < max(factors) <= 1.2
+    assert abs(np.mean(factors) - 0.6625) < 0.05
