@@ -716,7 +716,7 @@ class HamiltonianMove:
             q0 = q0.copy(); q0[w] += np.clip(t[np.arange(len(w)), k], 0, 1)[:, None] * (q[w] - q0[w])   # where it hits
             q[w] -= 2 * cov[:, k].T * ((q[w, k] - b) / cov[k, k])[:, None]
             r[w] -= 2 * c * ((c * r[w]).sum(1) / (c * c).sum(1))[:, None]
-        return np.clip(q, self.lower, self.upper), r
+        return np.clip(q, self.lower, self.upper), r        # a no-op unless the loop ran out (a diverging drift)
 
     def propose(self, model, state):
         import emcee
