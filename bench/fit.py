@@ -8,7 +8,7 @@ Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less w
 accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--ids 2,5] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
 [--out fit] [--core K (default: FitConfig's, 8; 0: off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--cusp 0|1 (default: FitConfig's source_cusp)] [--source-core C (sub-pixels; default: FitConfig's, 0.2; 0: off)]
-[--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R] [--metric M] [--step-jitter 0.125,1.2]
+[--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R] [--metric M] [--step-jitter 0.125,1.2] [--retry A]
 (default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] [--polish-best K] [--compile 0|1] [--supersample K] (default: FitConfig's) [--truth-check 0|1|2] [--mode-only 0|1] [--data-supersample 8,8] [--clump-sigma S (default: slnb.fit.CLUMP_SIGMA)] [--search-rounds 1|2]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
@@ -117,6 +117,8 @@ def main():
                     help="SamplerConfig.lengthen_ratio: lengthened where tau_max is above 1/R of the iterations (default: the sampler's)")
     ap.add_argument('--step-jitter', default=None,
                     help="SamplerConfig.step_jitter: the range of the HMC step's random factor (uniform), 'low,high' (default: the sampler's)")
+    ap.add_argument('--retry', type=float, default=None,
+                    help="SamplerConfig.retry: delayed rejection, a badly rejected trajectory tried again with its step / A (default: the sampler's; 0: off)")
     ap.add_argument('--dtype', default=FitConfig.sample_dtype, choices=('float32', 'float64'),
                     help="FitConfig.sample_dtype: the swarm's and the sampler's images")
     ap.add_argument('--clump-widths', type=int, default=int(FitConfig.clump_widths), help='FitConfig.clump_widths (0: off, 1: on)')
@@ -153,7 +155,8 @@ def main():
     hmc = replace(hmc, max_steps=args.max_steps or hmc.max_steps, leapfrog=args.leapfrog or hmc.leapfrog,
                   leapfrog_long=hmc.leapfrog_long if args.leapfrog_long is None else args.leapfrog_long or None,
                   lengthen_ratio=args.lengthen_ratio or hmc.lengthen_ratio, metric=args.metric or hmc.metric,
-                  step_jitter=tuple(float(v) for v in args.step_jitter.split(',')) if args.step_jitter else hmc.step_jitter)
+                  step_jitter=tuple(float(v) for v in args.step_jitter.split(',')) if args.step_jitter else hmc.step_jitter,
+                  retry=hmc.retry if args.retry is None else args.retry or None)
     cfg = FitConfig(sampler=hmc, core_supersample=args.core or None, psf_margin=args.psf_margin,
                     source_cusp=bool(args.cusp), source_core=args.source_core or None, ellipticity_sigma=args.ellipticity_sigma or None,
                     shear_sigma=args.shear_sigma or None, source=args.source, footprint=bool(args.footprint),
@@ -185,6 +188,7 @@ def main():
                        arc_snr=float(cube.catalog['arc_snr'][i]), source_kind=str(cube.catalog['source_kind'][i]),
                        rel_error=row['theta_E'] / truth['theta_E'] - 1, neighbours=r.lk.model.neighbours,
                        slowest={r.lk.names[k]: float(r.chain.tau[k]) for k in np.argsort(-np.nan_to_num(r.chain.tau, nan=np.inf))[:4]},
+                       retuned_at=list(r.chain.retuned_at), lengthened_at=r.chain.lengthened_at, retries=list(r.chain.retries),
                        covered68=bool(row['theta_E_lo'] <= truth['theta_E'] <= row['theta_E_hi']), cnn_rel_error=float(pred['theta_E'][i]) / truth['theta_E'] - 1,
                        **{f't_{k}': v for k, v in r.seconds.items()},
                        **{f'true_{p}': truth[p] for p in PARAM_NAMES},
@@ -200,7 +204,7 @@ def main():
                   f"true {truth['theta_E']:.3f} ({row['rel_error']:+.2%}; CNN {row['cnn_rel_error']:+.2%}), chi2/pix "
                   f"{row['chi2_red']:.2f}, tau_max {row['tau_max']:.1f}, {row['n_steps']} steps, converged "
                   f"{row['converged']}, acceptance {row['acceptance']:.2f}, neighbours {row['neighbours']}, {r.seconds['total']:.0f} s (search {r.seconds['search']:.0f}, polish "
-                  f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f}); slowest: "
+                  f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f}); re-tuned at {row['retuned_at']}, lengthened at {row['lengthened_at']}, second tries {row['retries']}; slowest: "
                   + ', '.join(f'{k} {v:.0f}' for k, v in row['slowest'].items()), flush=True)
     cnn = [r for r in rows if r['start'] == 'cnn']
     if args.mode_only:
@@ -215,7 +219,7 @@ def main():
     paired = [(c, b) for b in blind for c in cnn if c['id'] == b['id']]
     med = lambda v: float(np.median(v)) if len(v) else None
     summary = dict(
-        n=len(cnn), data_supersample=args.data_supersample, supersample=args.supersample, clump_sigma=args.clump_sigma, max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, metric=cfg.sampler.metric, step_jitter=list(cfg.sampler.step_jitter), core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp), source_core=args.source_core,
+        n=len(cnn), data_supersample=args.data_supersample, supersample=args.supersample, clump_sigma=args.clump_sigma, max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, metric=cfg.sampler.metric, step_jitter=list(cfg.sampler.step_jitter), retry=cfg.sampler.retry, core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp), source_core=args.source_core,
         ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
         footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, clump_min_gain=args.clump_min_gain, cnn_offsets=args.cnn_offsets, polish_best=args.polish_best, compile_sampler=cfg.compile_sampler, search_rounds=args.search_rounds, likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),

@@ -614,6 +614,10 @@ class SamplerConfig:
     step_jitter: tuple[float, float] = (0.8, 1.2)   # 'hmc': each trajectory's step is the tuned one x a factor uniform in
                                      # this range (a factor log-uniform in (0.125, 1.2) freed the walkers stuck in bench lens
                                      # 22's narrow necks, but made lenses 5 and 9 mix worse: "A wider step jitter, tried")
+    retry: float | None = None       # 'hmc': a trajectory rejected with acceptance probability below `retry_below` is
+    retry_below: float = 0.01        # tried again with its step / retry and retry x leapfrog steps (delayed rejection:
+                                     # a walker in a narrow neck moves where the tuned step overshoots; None: off.
+                                     # Exact, but 4-9x slower per iteration on bench lenses 4 and 15: "Delayed rejection")
     metric: str = 'curvature'        # 'hmc': the mass matrix's inverse, the chain's covariance C combined with the walkers'
                                      # mean local curvature (`curvature_metric`); 'covariance': C alone
     leapfrog_long: int | None = 30   # 'hmc': a chain still random-walking `lengthen_after` iterations past the adaptation
@@ -646,6 +650,9 @@ class ChainSummary:
     best: np.ndarray
     best_log_likelihood: float
     trace: np.ndarray | None = None          # the whole chain (steps, walkers, D), thinned to <= 500 steps
+    retuned_at: tuple = ()                   # 'hmc': the iterations at which a stuck walker had the step tuned again (this run)
+    lengthened_at: int | None = None         # 'hmc': the iteration at which the trajectories were lengthened, if they were
+    retries: tuple = (0, 0)                  # 'hmc' with `retry`: second trajectories run, and accepted (this run)
 
 def _tau(sampler, discard: int = 0) -> np.ndarray:
     "The integrated autocorrelation time (D,) of each parameter after `discard` steps (emcee's estimate, without its\
@@ -680,12 +687,15 @@ class HamiltonianMove:
     "Hamiltonian Monte Carlo (Neal 2011, arXiv:1206.1901) for each walker on its own, as an emcee move: momenta with mass\
  matrix the inverse of `cov`, `n_steps` leapfrog steps of eps x a factor uniform in `jitter` (drawn for each\
  trajectory) in the whitened coordinates, accepted by the change of energy; while `adapting`, eps is tuned towards an\
- acceptance of `target`."
+ acceptance of `target`. With `retry` (a factor a > 1), a trajectory rejected with acceptance probability below\
+ `retry_below` is tried again from the same momenta with step eps / a and a x n_steps steps (delayed rejection)."
     def __init__(self, value_and_grad, mean: np.ndarray, cov: np.ndarray, n_steps: int = 6, target: float = 0.8,
-                 bounds: tuple | None = None, curvature: bool = False, jitter: tuple[float, float] = (0.8, 1.2)):
+                 bounds: tuple | None = None, curvature: bool = False, jitter: tuple[float, float] = (0.8, 1.2),
+                 retry: float | None = None, retry_below: float = 0.01):
         import emcee
         self.value_and_grad, self.n_steps, self.target, self.adapting = value_and_grad, n_steps, target, True
-        self.jitter = jitter
+        self.jitter, self.retry, self.retry_below = jitter, retry, retry_below
+        self.retries = self.retried = 0               # second trajectories run, and accepted
         self.curvature = curvature                    # the metric refitted with the walkers' curvature (`_fit_proposal`)
         self.lower, self.upper = (None, None) if bounds is None else (np.asarray(b, float) for b in bounds)
         self.eps, self._cache = len(mean) ** -0.25, None
@@ -718,6 +728,41 @@ class HamiltonianMove:
             r[w] -= 2 * c * ((c * r[w]).sum(1) / (c * c).sum(1))[:, None]
         return np.clip(q, self.lower, self.upper), r        # a no-op unless the loop ran out (a diverging drift)
 
+    def _trajectory(self, q0: np.ndarray, g0: np.ndarray, r0: np.ndarray, eps: float, n: int) -> tuple:
+        "n leapfrog steps of eps from walkers q0 (W, D), their gradients g0 and momenta r0, reflected off the bounds: the\
+ end points, momenta, log p (-inf where the trajectory left the support) and gradients."
+        q, r, alive = q0.copy(), r0 + 0.5 * eps * g0 @ self.chol, np.ones(len(q0), bool)
+        with np.errstate(invalid='ignore', over='ignore'):      # a divergent trajectory's momenta overflow: rejected
+            for s in range(n):
+                q, r = self._reflect(q, q + eps * r @ self.chol.T, r)
+                lp, g = self.value_and_grad(q)
+                alive &= np.isfinite(lp)
+                r = r + (eps if s < n - 1 else 0.5 * eps) * g @ self.chol
+        return q, r, np.where(alive, lp, -np.inf), g
+
+    @staticmethod
+    def _log_accept(lp1: np.ndarray, r1: np.ndarray, lp0: np.ndarray, r0: np.ndarray) -> np.ndarray:
+        "log of the probability min(1, exp(-dH)) of accepting (lp1, r1) from (lp0, r0) (-inf where undefined: inf - inf)."
+        with np.errstate(invalid='ignore', over='ignore'):
+            dH = lp1 - lp0 - 0.5 * ((r1 ** 2).sum(1) - (r0 ** 2).sum(1))
+        return np.minimum(np.where(np.isnan(dH) | ~np.isfinite(lp0), -np.inf, dH), 0)
+
+    def _second_stage(self, q0, g0, r0, lp0, la1, eps, rng) -> tuple:
+        "Delayed rejection's second try for walkers whose first was rejected (Tierney & Mira 1999; for HMC, Modi,\
+ Barnett & Carpenter 2023, arXiv:2110.00610): step eps / a, a x n_steps steps, the same momenta; accepted with\
+ min(1, p(z2) (1 - a1(z2, z2')) / (p(z0) (1 - a1(z0, z1)))), where z2' is the first stage's trajectory from z2 with\
+ its momenta reversed (the 'ghost'), which must have been retried too (a1 below `retry_below`)."
+        q2, r2, lp2, g2 = self._trajectory(q0, g0, r0, eps / self.retry, int(round(self.retry * self.n_steps)))
+        la_ghost, live = np.zeros(len(q0)), np.isfinite(lp2)
+        if live.any():
+            qg, rg, lpg, _ = self._trajectory(q2[live], g2[live], -r2[live], eps, self.n_steps)
+            la_ghost[live] = self._log_accept(lpg, rg, lp2[live], r2[live])
+        with np.errstate(divide='ignore', invalid='ignore'):
+            num = lp2 - 0.5 * (r2 ** 2).sum(1) + np.log1p(-np.exp(la_ghost))
+            den = lp0 - 0.5 * (r0 ** 2).sum(1) + np.log1p(-np.exp(la1))
+            la2 = np.where(live & (la_ghost < np.log(self.retry_below)), np.minimum(num - den, 0), -np.inf)
+        return q2, lp2, g2, np.log(rng.uniform(size=len(q0))) < np.nan_to_num(la2, nan=-np.inf)
+
     def propose(self, model, state):
         import emcee
         rng, q0, lp0 = model.random, state.coords, state.log_prob
@@ -725,18 +770,16 @@ class HamiltonianMove:
         cached = self._cache is not None and np.array_equal(self._cache[0], q0)
         g0 = self._cache[1] if cached else self.value_and_grad(q0)[1]
         eps, r0 = self.eps * rng.uniform(*self.jitter), rng.standard_normal((W, D))
-        q, r, alive = q0.copy(), r0 + 0.5 * eps * g0 @ self.chol, np.isfinite(lp0)
-        with np.errstate(invalid='ignore', over='ignore'):      # a divergent trajectory's momenta overflow: rejected
-            for s in range(self.n_steps):
-                q, r = self._reflect(q, q + eps * r @ self.chol.T, r)
-                lp, g = self.value_and_grad(q)
-                alive &= np.isfinite(lp)
-                r = r + (eps if s < self.n_steps - 1 else 0.5 * eps) * g @ self.chol
-            dH = np.where(alive, lp - lp0 - 0.5 * ((r ** 2).sum(1) - (r0 ** 2).sum(1)), -np.inf)
-            dH = np.where(np.isnan(dH), -np.inf, dH)            # (inf - inf)
-        accepted = np.log(rng.uniform(size=W)) < dH
+        q, r, lp, g = self._trajectory(q0, g0, r0, eps, self.n_steps)
+        la1 = self._log_accept(lp, r, lp0, r0)
+        accepted = np.log(rng.uniform(size=W)) < la1
         if self.adapting:        # the median walker's acceptance: one stuck walker (accepting nothing) must not shrink eps
-            self.eps *= np.exp(0.5 * (np.median(np.exp(np.minimum(dH, 0))) - self.target))
+            self.eps *= np.exp(0.5 * (np.median(np.exp(la1)) - self.target))
+        w = np.flatnonzero(~accepted & (la1 < np.log(self.retry_below)) & np.isfinite(lp0)) if self.retry else []
+        if len(w):               # a trajectory that failed badly (a narrow neck): tried again with a finer step
+            q2, lp2, g2, ok = self._second_stage(q0[w], g0[w], r0[w], lp0[w], la1[w], eps, rng)
+            w, self.retries, self.retried = w[ok], self.retries + len(w), self.retried + ok.sum()
+            q[w], lp[w], g[w], accepted[w] = q2[ok], lp2[ok], g2[ok], True
         state = self.move.update(state, emcee.State(q, log_prob=lp), accepted)
         self._cache = (state.coords.copy(), np.where(accepted[:, None], g, g0))
         return state, accepted
@@ -893,7 +936,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     limit = cfg.max_steps if long_from is None else min(cfg.max_steps, int(long_from) + cfg.long_steps)
     mean, cov = np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov
     t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog if long_from is None else cfg.leapfrog_long, bounds=bounds,
-                         curvature=cfg.metric == 'curvature', jitter=cfg.step_jitter)
+                         curvature=cfg.metric == 'curvature', jitter=cfg.step_jitter, retry=cfg.retry, retry_below=cfg.retry_below)
          if cfg.moves == 'hmc' else StudentTIndependence(mean, cov) if adapt else None)
     sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, backend=store, moves=_moves(cfg.moves, t), vectorize=vectorize)
     sampler.random_state = np.random.RandomState([cfg.seed, done]).get_state()
@@ -905,6 +948,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     old_tau, converged, tau = np.full(ndim, np.inf), False, np.full(ndim, np.inf)
     accepted = sampler.backend.accepted.copy() if done else np.zeros(nwalkers)
     bar = progress(total=limit, initial=done, desc=desc, disable=not show_progress, leave=False)
+    retunes = []
     while sampler.iteration < limit and not converged:
         it = sampler.iteration
         n = min(cfg.check_every - it % cfg.check_every, limit - it, adapt - it if it < adapt else limit)
@@ -922,6 +966,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
             state = _revive(state, since, sampler._random)           # the step tuned near the mode overshoots) is moved
             t.adapting, old_tau = True, np.full(ndim, np.inf)        # onto a live one, and the step and metric are
             _chain_attr(store, 'retuned_at', sampler.iteration)      # tuned again on the walkers as they now are: all
+            retunes.append(sampler.iteration)
             adapt = sampler.iteration + cfg.adapt_steps              # that went before is burn-in
             continue
         tau = _tau(sampler, adapt)
@@ -930,7 +975,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
         old_tau = tau
         if not converged and _random_walking(_tau(sampler, base), sampler.iteration - base, cfg, getattr(t, 'n_steps', 0)):
             t.n_steps, t.adapting, old_tau = cfg.leapfrog_long, True, np.full(ndim, np.inf)   # longer trajectories, their
-            _chain_attr(store, 'long_from', sampler.iteration)                               # step tuned again: all
+            _chain_attr(store, 'long_from', long_from := sampler.iteration)                  # step tuned again: all
             adapt = base = sampler.iteration + cfg.adapt_steps                               # that went before is burn-in
             limit = bar.total = min(cfg.max_steps, sampler.iteration + cfg.long_steps)
         bar.set_postfix_str(f"tau_max {np.max(tau):.1f}, acceptance {np.mean(sampler.acceptance_fraction):.2f}", refresh=False)
@@ -945,7 +990,9 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     return ChainSummary(samples=sampler.get_chain(discard=burn, flat=True), acceptance=float(np.mean(sampler.acceptance_fraction)),
                         tau=tau, n_steps=int(sampler.iteration), converged=converged,
                         best=sampler.get_chain()[k], best_log_likelihood=float(lp[k]),
-                        trace=sampler.get_chain(thin=max(1, sampler.iteration // 500)))
+                        trace=sampler.get_chain(thin=max(1, sampler.iteration // 500)), retuned_at=tuple(retunes),
+                        lengthened_at=None if long_from is None else int(long_from),
+                        retries=(getattr(t, 'retries', 0), int(getattr(t, 'retried', 0))))
 
 # %% ../nbs/60_fit.ipynb #b8db3c9f
 def _light_moments(img: np.ndarray, x: np.ndarray, y: np.ndarray, cx: float, cy: float, radius: float) -> dict:
