@@ -966,7 +966,7 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
             state = _revive(state, since, sampler._random)           # the step tuned near the mode overshoots) is moved
             t.adapting, old_tau = True, np.full(ndim, np.inf)        # onto a live one, and the step and metric are
             _chain_attr(store, 'retuned_at', sampler.iteration)      # tuned again on the walkers as they now are: all
-            retunes.append(sampler.iteration)
+            retunes.append(int(sampler.iteration))
             adapt = sampler.iteration + cfg.adapt_steps              # that went before is burn-in
             continue
         tau = _tau(sampler, adapt)
