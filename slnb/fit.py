@@ -617,7 +617,7 @@ class SamplerConfig:
     retry: float | None = None       # 'hmc': a trajectory rejected with acceptance probability below `retry_below` is
     retry_below: float = 0.01        # tried again with its step / retry and retry x leapfrog steps (delayed rejection:
                                      # a walker in a narrow neck moves where the tuned step overshoots; None: off.
-                                     # Exact, but 4-9x slower per iteration on bench lenses 4 and 15: "Delayed rejection")
+                                     # Exact, but 4-10x slower per iteration on bench lenses 15 and 4: "Delayed rejection")
     metric: str = 'curvature'        # 'hmc': the mass matrix's inverse, the chain's covariance C combined with the walkers'
                                      # mean local curvature (`curvature_metric`); 'covariance': C alone
     leapfrog_long: int | None = 30   # 'hmc': a chain still random-walking `lengthen_after` iterations past the adaptation
@@ -706,6 +706,7 @@ class HamiltonianMove:
     def set(self, mean: np.ndarray, cov: np.ndarray):
         "Whiten with cov from now on (mean unused: the trajectories start at the walkers)."
         self.chol = np.linalg.cholesky(np.asarray(cov, float))
+        self.cov = self.chol @ self.chol.T             # the metric's covariance, for `_reflect`
 
     def _reflect(self, q0: np.ndarray, q: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         "The drift from q0 to q (W, D) with momenta r, mirrored off each bound it crosses, in the order it crosses them:\
@@ -713,7 +714,7 @@ class HamiltonianMove:
  kinetic energy |r|^2 / 2 is Euclidean (reflective HMC, Afshar & Domke 2015; Neal 2011 sec. 5.1 for a diagonal mass\
  matrix): reversible, volume-preserving and the kinetic energy kept."
         if self.lower is None: return q, r
-        q, r, cov = q.copy(), r.copy(), self.chol @ self.chol.T
+        q, r, cov = q.copy(), r.copy(), self.cov
         for _ in range(4 * q.shape[1]):                     # a drift crosses a few bounds at most
             low, high = q < self.lower, q > self.upper
             w = np.flatnonzero((low | high).any(1))
@@ -755,7 +756,7 @@ class HamiltonianMove:
         q2, r2, lp2, g2 = self._trajectory(q0, g0, r0, eps / self.retry, int(round(self.retry * self.n_steps)))
         la_ghost, live = np.zeros(len(q0)), np.isfinite(lp2)
         if live.any():
-            qg, rg, lpg, _ = self._trajectory(q2[live], g2[live], -r2[live], eps, self.n_steps)
+            _, rg, lpg, _ = self._trajectory(q2[live], g2[live], -r2[live], eps, self.n_steps)
             la_ghost[live] = self._log_accept(lpg, rg, lp2[live], r2[live])
         with np.errstate(divide='ignore', invalid='ignore'):
             num = lp2 - 0.5 * (r2 ** 2).sum(1) + np.log1p(-np.exp(la_ghost))

@@ -915,5 +915,6 @@ def test_hmc_delayed_rejection_keeps_the_funnel_exact_and_frees_its_neck():
     moved = lambda chain: (np.diff(chain[:, :, 0], axis=0) != 0).mean()
     stuck, plain = _funnel(-6.0, 100, 10, None, seed=2)
     freed, dr = _funnel(-6.0, 100, 10, 10.0, seed=2)
+    assert dr.retried > 0
     assert moved(stuck) == 0 and plain.retries == 0
     assert moved(freed) > 0.5 and np.median(freed[-1, :, 0]) > -4
