@@ -614,6 +614,10 @@ class SamplerConfig:
     step_jitter: tuple[float, float] = (0.8, 1.2)   # 'hmc': each trajectory's step is the tuned one x a factor uniform in
                                      # this range (a factor log-uniform in (0.125, 1.2) freed the walkers stuck in bench lens
                                      # 22's narrow necks, but made lenses 5 and 9 mix worse: "A wider step jitter, tried")
+    small_steps: tuple[float, float] | None = (0.2, 0.25)   # 'hmc': (probability, factor): each walker's trajectory
+                                     # has, with this probability, its step x this factor (a mixture of kernels drawn
+                                     # whatever the walker's place: exact); a walker in a narrow neck, where the tuned step
+                                     # overshoots, still moves (bench lenses 4 and 8: "Small steps, sometimes"); None: off
     retry: float | None = None       # 'hmc': a trajectory rejected with acceptance probability below `retry_below` is
     retry_below: float = 0.01        # tried again with its step / retry and retry x leapfrog steps (delayed rejection:
                                      # a walker in a narrow neck moves where the tuned step overshoots; None: off.
@@ -630,6 +634,8 @@ class SamplerConfig:
 
     def __post_init__(self):
         if self.metric not in ('curvature', 'covariance'): raise ValueError(f"metric '{self.metric}': 'curvature' or 'covariance'")
+        if self.small_steps is not None and not (0 <= self.small_steps[0] < 1 and 0 < self.small_steps[1] <= 1):
+            raise ValueError(f"small_steps {self.small_steps}: (probability in [0, 1), step factor in (0, 1]), or None")
         for k, v in zip(('max_steps', 'check_every', 'adapt_steps'), (1500, 25, 50) if self.moves == 'hmc' else (5000, 100, 600)):
             if getattr(self, k) is None: setattr(self, k, v)
 
@@ -687,14 +693,15 @@ class HamiltonianMove:
     "Hamiltonian Monte Carlo (Neal 2011, arXiv:1206.1901) for each walker on its own, as an emcee move: momenta with mass\
  matrix the inverse of `cov`, `n_steps` leapfrog steps of eps x a factor uniform in `jitter` (drawn for each\
  trajectory) in the whitened coordinates, accepted by the change of energy; while `adapting`, eps is tuned towards an\
- acceptance of `target`. With `retry` (a factor a > 1), a trajectory rejected with acceptance probability below\
- `retry_below` is tried again from the same momenta with step eps / a and a x n_steps steps (delayed rejection)."
+ acceptance of `target`. With `small` (probability, factor), each walker's step is that factor of eps with that\
+ probability (a fixed mixture of kernels, exact). With `retry` (a factor a > 1), a trajectory rejected with acceptance\
+ probability below `retry_below` is tried again from the same momenta with step eps / a and a x n_steps steps (delayed rejection)."
     def __init__(self, value_and_grad, mean: np.ndarray, cov: np.ndarray, n_steps: int = 6, target: float = 0.8,
                  bounds: tuple | None = None, curvature: bool = False, jitter: tuple[float, float] = (0.8, 1.2),
-                 retry: float | None = None, retry_below: float = 0.01):
+                 retry: float | None = None, retry_below: float = 0.01, small: tuple[float, float] | None = None):
         import emcee
         self.value_and_grad, self.n_steps, self.target, self.adapting = value_and_grad, n_steps, target, True
-        self.jitter, self.retry, self.retry_below = jitter, retry, retry_below
+        self.jitter, self.retry, self.retry_below, self.small = jitter, retry, retry_below, small
         self.retries = self.retried = 0               # second trajectories run, and accepted
         self.curvature = curvature                    # the metric refitted with the walkers' curvature (`_fit_proposal`)
         self.lower, self.upper = (None, None) if bounds is None else (np.asarray(b, float) for b in bounds)
@@ -729,9 +736,9 @@ class HamiltonianMove:
             r[w] -= 2 * c * ((c * r[w]).sum(1) / (c * c).sum(1))[:, None]
         return np.clip(q, self.lower, self.upper), r        # a no-op unless the loop ran out (a diverging drift)
 
-    def _trajectory(self, q0: np.ndarray, g0: np.ndarray, r0: np.ndarray, eps: float, n: int) -> tuple:
-        "n leapfrog steps of eps from walkers q0 (W, D), their gradients g0 and momenta r0, reflected off the bounds: the\
- end points, momenta, log p (-inf where the trajectory left the support) and gradients."
+    def _trajectory(self, q0: np.ndarray, g0: np.ndarray, r0: np.ndarray, eps: float | np.ndarray, n: int) -> tuple:
+        "n leapfrog steps of eps (or each walker's, (W, 1)) from walkers q0 (W, D), their gradients g0 and momenta r0,\
+ reflected off the bounds: the end points, momenta, log p (-inf where the trajectory left the support) and gradients."
         q, r, alive = q0.copy(), r0 + 0.5 * eps * g0 @ self.chol, np.ones(len(q0), bool)
         with np.errstate(invalid='ignore', over='ignore'):      # a divergent trajectory's momenta overflow: rejected
             for s in range(n):
@@ -771,14 +778,16 @@ class HamiltonianMove:
         cached = self._cache is not None and np.array_equal(self._cache[0], q0)
         g0 = self._cache[1] if cached else self.value_and_grad(q0)[1]
         eps, r0 = self.eps * rng.uniform(*self.jitter), rng.standard_normal((W, D))
+        small = rng.uniform(size=W) < self.small[0] if self.small else np.zeros(W, bool)
+        if self.small: eps = np.where(small, self.small[1] * eps, eps)[:, None]      # (W, 1): each walker's step
         q, r, lp, g = self._trajectory(q0, g0, r0, eps, self.n_steps)
         la1 = self._log_accept(lp, r, lp0, r0)
         accepted = np.log(rng.uniform(size=W)) < la1
-        if self.adapting:        # the median walker's acceptance: one stuck walker (accepting nothing) must not shrink eps
-            self.eps *= np.exp(0.5 * (np.median(np.exp(la1)) - self.target))
+        if self.adapting and not small.all():   # the median walker's acceptance at the full step: one stuck walker
+            self.eps *= np.exp(0.5 * (np.median(np.exp(la1[~small])) - self.target))   # must not shrink eps
         w = np.flatnonzero(~accepted & (la1 < np.log(self.retry_below)) & np.isfinite(lp0)) if self.retry else []
         if len(w):               # a trajectory that failed badly (a narrow neck): tried again with a finer step
-            q2, lp2, g2, ok = self._second_stage(q0[w], g0[w], r0[w], lp0[w], la1[w], eps, rng)
+            q2, lp2, g2, ok = self._second_stage(q0[w], g0[w], r0[w], lp0[w], la1[w], eps[w] if np.ndim(eps) else eps, rng)
             w, self.retries, self.retried = w[ok], self.retries + len(w), self.retried + ok.sum()
             q[w], lp[w], g[w], accepted[w] = q2[ok], lp2[ok], g2[ok], True
         state = self.move.update(state, emcee.State(q, log_prob=lp), accepted)
@@ -937,7 +946,8 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     limit = cfg.max_steps if long_from is None else min(cfg.max_steps, int(long_from) + cfg.long_steps)
     mean, cov = np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov
     t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog if long_from is None else cfg.leapfrog_long, bounds=bounds,
-                         curvature=cfg.metric == 'curvature', jitter=cfg.step_jitter, retry=cfg.retry, retry_below=cfg.retry_below)
+                         curvature=cfg.metric == 'curvature', jitter=cfg.step_jitter, retry=cfg.retry, retry_below=cfg.retry_below,
+                         small=cfg.small_steps)
          if cfg.moves == 'hmc' else StudentTIndependence(mean, cov) if adapt else None)
     sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, backend=store, moves=_moves(cfg.moves, t), vectorize=vectorize)
     sampler.random_state = np.random.RandomState([cfg.seed, done]).get_state()

@@ -432,9 +432,10 @@ def test_only_a_chain_whose_tau_keeps_up_with_it_is_lengthened():
 def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened(tmp_path):
     """On a banana (x0 ~ N(0, 10^2), x1 + b (x0^2 - 100) ~ N(0, 1)) no dense mass matrix fits, and HMC with 3 leapfrog
     steps random-walks along it: a walker gets stuck, the step is tuned again (0.51 -> 0.21), and the chain then
-    reaches the tips (x0's sd ~10; 6.9 without the re-tuning) but does not converge in 1500 iterations; with
-    `leapfrog_long` the chain is lengthened, re-tuned and converges with the banana's moments; a run cut after the
-    lengthening resumes lengthened."""
+    reaches the tips (x0's sd ~10; 6.9 without the re-tuning) but does not converge in 1500 iterations (all this without
+    `small_steps`: with them no walker is stuck, and seeds 1 and 3 are called converged at 1,025 and 550 iterations with
+    x1's sd 2.2 for 3, the tips under-visited); with `leapfrog_long` the chain is lengthened, re-tuned and converges
+    with the banana's moments; a run cut after the lengthening resumes lengthened."""
     import emcee
     from slnb.fit import SamplerConfig, run_sampler
     b = 0.02
@@ -444,7 +445,7 @@ def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened
     logp = lambda x: vg(x)[0]
     p0 = 0.1 * np.random.default_rng(0).standard_normal((8, 3))
     kw = dict(vectorize=True, value_and_grad=vg)
-    short = run_sampler(logp, p0, SamplerConfig(moves='hmc', seed=1, leapfrog=3, leapfrog_long=None), **kw)
+    short = run_sampler(logp, p0, SamplerConfig(moves='hmc', seed=1, leapfrog=3, leapfrog_long=None, small_steps=None), **kw)
     assert not short.converged and short.n_steps == 1500 and short.samples[:, 0].std() > 8.5, short.tau
     cfg = dict(moves='hmc', seed=1, leapfrog=3, leapfrog_long=30, lengthen_after=100, lengthen_ratio=30)
     long = run_sampler(logp, p0, SamplerConfig(**cfg), **kw)
@@ -881,7 +882,7 @@ def test_hmc_step_is_jittered_uniformly_over_its_range():
     assert abs(np.mean(factors) - 0.6625) < 0.05
 
 
-def _funnel(v0: float | None, walkers: int, iterations: int, retry: float | None, seed: int) -> tuple:
+def _funnel(v0: float | None, walkers: int, iterations: int, retry: float | None, seed: int, small=None) -> tuple:
     """Neal's funnel (v ~ N(0, 3^2), x_1..4 ~ N(0, e^v)) sampled by `HamiltonianMove` alone at a fixed step 0.5, the
     walkers started from exact draws (v0 None) or all at v = v0: the chain (steps, walkers, 5) and the move."""
     import emcee
@@ -894,7 +895,7 @@ def _funnel(v0: float | None, walkers: int, iterations: int, retry: float | None
     rng = np.random.default_rng(seed)
     v = rng.normal(0, 3, walkers) if v0 is None else np.full(walkers, v0)
     p0 = np.column_stack([v, rng.standard_normal((walkers, 4)) * np.exp(v / 2)[:, None]])
-    hm = HamiltonianMove(vg, np.zeros(5), np.eye(5), n_steps=6, retry=retry)
+    hm = HamiltonianMove(vg, np.zeros(5), np.eye(5), n_steps=6, retry=retry, small=small)
     hm.eps, hm.adapting = 0.5, False
     sampler = emcee.EnsembleSampler(walkers, 5, lambda p: vg(p)[0], moves=[(hm.move, 1.0)], vectorize=True)
     sampler.random_state = np.random.RandomState(seed).get_state()
@@ -918,3 +919,21 @@ def test_hmc_delayed_rejection_keeps_the_funnel_exact_and_frees_its_neck():
     assert dr.retried > 0
     assert moved(stuck) == 0 and plain.retries == 0
     assert moved(freed) > 0.5 and np.median(freed[-1, :, 0]) > -4
+
+
+def test_hmc_small_steps_keep_the_funnel_exact_and_free_its_neck():
+    """`SamplerConfig.small_steps` on Neal's funnel: each walker's step x 0.1 with probability 0.2, drawn whatever its
+    place. Started from exact draws, the walkers stay distributed as the funnel (v's mean 0, sd 3, P(v < -3) 0.159);
+    started in the neck (v = -6), where plain HMC at this step never moves, they move on about a fifth of the
+    iterations (v's spread after 40 iterations ~0.6; 0 without)."""
+    chain, _ = _funnel(None, 2000, 30, None, seed=1, small=(0.2, 0.1))
+    v = chain[-15:, :, 0].ravel()
+    assert abs(v.mean()) < 0.15 and abs(v.std() - 3) < 0.15 and abs(np.mean(v < -3) - 0.1587) < 0.03
+    moved = lambda chain: (np.diff(chain[:, :, 0], axis=0) != 0).mean()
+    stuck, _ = _funnel(-6.0, 100, 40, None, seed=2)
+    freed, _ = _funnel(-6.0, 100, 40, None, seed=2, small=(0.2, 0.1))
+    assert moved(stuck) == 0
+    assert 0.1 < moved(freed) < 0.3 and freed[-1, :, 0].std() > 0.3      # moving (and spreading) in the neck
+    from slnb.fit import SamplerConfig
+    for bad in ((1.0, 0.25), (0.2, 0.0), (0.2, 2.0)):
+        with pytest.raises(ValueError, match='small_steps'): SamplerConfig(moves='hmc', small_steps=bad)
