@@ -695,7 +695,8 @@ class HamiltonianMove:
  trajectory) in the whitened coordinates, accepted by the change of energy; while `adapting`, eps is tuned towards an\
  acceptance of `target`. With `small` (probability, factor), each walker's step is that factor of eps with that\
  probability (a fixed mixture of kernels, exact). With `retry` (a factor a > 1), a trajectory rejected with acceptance\
- probability below `retry_below` is tried again from the same momenta with step eps / a and a x n_steps steps (delayed rejection)."
+ probability below `retry_below` is tried again from the same momenta with step eps / a and a x n_steps steps\
+ (delayed rejection)."
     def __init__(self, value_and_grad, mean: np.ndarray, cov: np.ndarray, n_steps: int = 6, target: float = 0.8,
                  bounds: tuple | None = None, curvature: bool = False, jitter: tuple[float, float] = (0.8, 1.2),
                  retry: float | None = None, retry_below: float = 0.01, small: tuple[float, float] | None = None):

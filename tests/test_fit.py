@@ -925,7 +925,8 @@ def test_hmc_small_steps_keep_the_funnel_exact_and_free_its_neck():
     """`SamplerConfig.small_steps` on Neal's funnel: each walker's step x 0.1 with probability 0.2, drawn whatever its
     place. Started from exact draws, the walkers stay distributed as the funnel (v's mean 0, sd 3, P(v < -3) 0.159);
     started in the neck (v = -6), where plain HMC at this step never moves, they move on about a fifth of the
-    iterations (v's spread after 40 iterations ~0.6; 0 without)."""
+    iterations (v's spread after 40 iterations ~0.6; 0 without). A rule that chose the small step by the walker's
+    place (below v = -3 only) fails here: P(v < -3) 0.092."""
     chain, _ = _funnel(None, 2000, 30, None, seed=1, small=(0.2, 0.1))
     v = chain[-15:, :, 0].ravel()
     assert abs(v.mean()) < 0.15 and abs(v.std() - 3) < 0.15 and abs(np.mean(v < -3) - 0.1587) < 0.03
