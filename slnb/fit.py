@@ -629,7 +629,13 @@ class SamplerConfig:
                                      # many steps long; the iterations before are then burn-in (None: never)
     lengthen_after: int = 200
     lengthen_ratio: float = 12.0     # 15 also lengthened bench lens 0 (tau 13.7 after 200), which converges with 6 steps
+    lengthen_growth: float | None = 1.7   # from 2 x lengthen_after on, also lengthened where tau_max is this many times
+                                     # its value over the first half of those iterations, and not yet converged: an
+                                     # estimate that keeps pace with the chain (bench lens 15: 14 -> 32 as the chain
+                                     # doubled, 116 at 1,500; lens 8, which converges, 11.5 -> 16.3; None: off)
     long_steps: int = 500            # at most this many iterations after the lengthening (its tuning included)
+    long_extend: float | None = 2.0  # a lengthened chain at that cap, not converged but with tau_factor x tau_max within
+                                     # this many times its iterations, goes on for long_steps more, once (None: never)
     seed: int = 0
 
     def __post_init__(self):
@@ -851,12 +857,23 @@ def _hmc_step(store, eps: float | None = None) -> float | None:
     "The tuned HMC step kept with the chain in its HDF5 backend (write it if given, else read it back)."
     return _chain_attr(store, 'hmc_eps', eps)
 
-def _random_walking(tau: np.ndarray, kept: int, cfg: 'SamplerConfig', n_steps: int) -> bool:
+def _random_walking(tau: np.ndarray, kept: int, cfg: 'SamplerConfig', n_steps: int, tau_half: np.ndarray | None = None) -> bool:
     "Whether an HMC chain of `kept` iterations since its adaptation should go on with longer trajectories: its tau_max\
  is still above 1/`cfg.lengthen_ratio` of them (an estimate that grows with the chain: walkers creeping along a curved\
- ridge) after `cfg.lengthen_after`, and they are not already `cfg.leapfrog_long` steps long."
-    return (cfg.moves == 'hmc' and cfg.leapfrog_long is not None and n_steps < cfg.leapfrog_long
-            and kept >= cfg.lengthen_after and not np.all(cfg.lengthen_ratio * tau < kept))
+ ridge) after `cfg.lengthen_after`, or, from twice that on, `cfg.lengthen_growth` times `tau_half`'s (tau over the\
+ first half of the `kept` iterations) and not yet 1/`cfg.tau_factor` of them; and they are not already\
+ `cfg.leapfrog_long` steps long."
+    if not (cfg.moves == 'hmc' and cfg.leapfrog_long is not None and n_steps < cfg.leapfrog_long
+            and kept >= cfg.lengthen_after): return False
+    if not np.all(cfg.lengthen_ratio * tau < kept): return True
+    return bool(cfg.lengthen_growth is not None and tau_half is not None and kept >= 2 * cfg.lengthen_after
+                and np.max(tau) >= cfg.lengthen_growth * np.max(tau_half) and cfg.tau_factor * np.max(tau) >= kept)
+
+def _tau_first_half(sampler, base: int) -> np.ndarray:
+    "tau (D,) over the first half of the iterations since `base` (`_random_walking`'s growth test)."
+    import emcee
+    chain = sampler.get_chain(discard=base)
+    return emcee.autocorr.integrated_time(chain[:len(chain) // 2], tol=0, quiet=True)
 
 class Unbounded:
     "Box-bounded parameters x (lower < x < upper) mapped to the whole real line, z = logit((x - lower) / (upper - lower))\
@@ -944,7 +961,8 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
     base = adapt                                         # whether to lengthen is judged from here (re-tunings aside)
     retuned = _chain_attr(store, 'retuned_at') if cfg.moves == 'hmc' and done else None
     if retuned is not None: adapt = max(adapt, int(retuned) + cfg.adapt_steps)   # re-tuned after a walker got stuck
-    limit = cfg.max_steps if long_from is None else min(cfg.max_steps, int(long_from) + cfg.long_steps)
+    long_until = _chain_attr(store, 'long_until') if long_from is not None else None   # extended before the kill
+    limit = cfg.max_steps if long_from is None else min(cfg.max_steps, int(long_until or long_from + cfg.long_steps))
     mean, cov = np.mean(p0, 0) if mean is None else mean, np.cov(p0.T) if cov is None else cov
     t = (HamiltonianMove(value_and_grad, mean, cov, cfg.leapfrog if long_from is None else cfg.leapfrog_long, bounds=bounds,
                          curvature=cfg.metric == 'curvature', jitter=cfg.step_jitter, retry=cfg.retry, retry_below=cfg.retry_below,
@@ -985,7 +1003,14 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
         converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - adapt)      # tau_max stable (each of D noisy
                          and abs(np.max(old_tau) - np.max(tau)) < cfg.tau_rtol * np.max(tau))  # estimates never all are)
         old_tau = tau
-        if not converged and _random_walking(_tau(sampler, base), sampler.iteration - base, cfg, getattr(t, 'n_steps', 0)):
+        if (not converged and long_from is not None and long_until is None and sampler.iteration >= limit
+                and cfg.long_extend is not None and cfg.tau_factor * np.max(tau) <= cfg.long_extend * (sampler.iteration - adapt)):
+            long_until = int(long_from) + 2 * cfg.long_steps                   # near: the lengthened chain goes on
+            _chain_attr(store, 'long_until', long_until)
+            limit = bar.total = min(cfg.max_steps, long_until)
+        kept = sampler.iteration - base
+        if not converged and _random_walking(_tau(sampler, base), kept, cfg, getattr(t, 'n_steps', 0),
+                                             _tau_first_half(sampler, base) if kept >= 2 * cfg.lengthen_after else None):
             t.n_steps, t.adapting, old_tau = cfg.leapfrog_long, True, np.full(ndim, np.inf)   # longer trajectories, their
             _chain_attr(store, 'long_from', long_from := sampler.iteration)                  # step tuned again: all
             adapt = base = sampler.iteration + cfg.adapt_steps                               # that went before is burn-in

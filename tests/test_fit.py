@@ -429,6 +429,23 @@ def test_only_a_chain_whose_tau_keeps_up_with_it_is_lengthened():
     assert not _random_walking(tau(18.4), 200, SamplerConfig(), 0)                 # not hmc
 
 
+def test_a_chain_whose_tau_doubles_with_it_is_lengthened():
+    """Bench lens 15's tau_max over the 400 iterations past its adaptation was 32.3, against 14.1 over their first 200
+    (it grew to 116 at 1,500, never 1/12 of the chain); lens 8's, which converges at 6 steps, was 16.3 against 11.5.
+    The growth test (1.7x) lengthens the first alone; not before 2 x `lengthen_after`, not where tau_max is already
+    under 1/50 of the chain, never with `lengthen_growth` None."""
+    from slnb.fit import SamplerConfig, _random_walking
+    cfg = SamplerConfig(moves='hmc')
+    tau = lambda t: np.array([1.0, 3.0, t])
+    assert _random_walking(tau(32.3), 400, cfg, cfg.leapfrog, tau(14.1))
+    assert not _random_walking(tau(16.3), 400, cfg, cfg.leapfrog, tau(11.5))
+    assert not _random_walking(tau(32.3), 400, cfg, cfg.leapfrog)                  # no first half given
+    assert not _random_walking(tau(20.0), 300, cfg, cfg.leapfrog, tau(5.0))        # too early for the growth test
+    assert not _random_walking(tau(15.0), 1000, cfg, cfg.leapfrog, tau(5.0))       # 50 tau fit in the chain
+    assert not _random_walking(tau(32.3), 400, SamplerConfig(moves='hmc', lengthen_growth=None), cfg.leapfrog, tau(14.1))
+    assert not _random_walking(tau(32.3), 400, cfg, cfg.leapfrog_long, tau(14.1))  # already long
+
+
 def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened(tmp_path):
     """On a banana (x0 ~ N(0, 10^2), x1 + b (x0^2 - 100) ~ N(0, 1)) no dense mass matrix fits, and HMC with 3 leapfrog
     steps random-walks along it: a walker gets stuck, the step is tuned again (0.51 -> 0.21), and the chain then
@@ -457,6 +474,34 @@ def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened
     with emcee.backends.HDFBackend(str(tmp_path / 'b.h5'), name='o').open('r') as f: lengthened = f['o'].attrs['long_from']
     rest = run_sampler(logp, p0, SamplerConfig(**cfg), backend=tmp_path / 'b.h5', name='o', **kw)
     assert cut.n_steps == 225 and lengthened < 225 and rest.converged and rest.n_steps > 225 and rest.tau.max() < 10
+
+
+def test_a_lengthened_chain_near_convergence_goes_on_once_and_resumes_so(tmp_path):
+    """The banana of the test above, lengthened at iteration 150 with a cap of 250 iterations after it: at the cap (400)
+    its tau_max is 7.9, so 50 tau (395) is within twice the 200 iterations judged; without `long_extend` it stops there
+    unconverged, with it it goes on (at most 500 past the lengthening) and converges with the banana's moments; a run
+    cut during the extension resumes extended, to the same chain."""
+    import emcee
+    from slnb.fit import SamplerConfig, run_sampler
+    b = 0.02
+    def vg(x):
+        u = x[:, 1] + b * (x[:, 0] ** 2 - 100)
+        return -0.5 * (x[:, 0] ** 2 / 100 + u ** 2 + x[:, 2] ** 2), np.stack([-x[:, 0] / 100 - 2 * b * u * x[:, 0], -u, -x[:, 2]], 1)
+    logp = lambda x: vg(x)[0]
+    p0 = 0.1 * np.random.default_rng(0).standard_normal((8, 3))
+    kw = dict(vectorize=True, value_and_grad=vg)
+    cfg = dict(moves='hmc', seed=1, leapfrog=3, leapfrog_long=30, lengthen_after=100, lengthen_ratio=30, long_steps=250)
+    capped = run_sampler(logp, p0, SamplerConfig(**cfg, long_extend=None), **kw)
+    assert capped.lengthened_at == 150 and capped.n_steps == 400 and not capped.converged
+    full = run_sampler(logp, p0, SamplerConfig(**cfg), **kw)
+    assert full.converged and 400 < full.n_steps <= 650 and full.tau.max() < 10, (full.n_steps, full.tau)
+    sd = full.samples.std(0)                            # exact: 10, 3, 1
+    assert abs(sd[0] - 10) < 1.5 and abs(sd[1] - 3) < 0.8 and abs(sd[2] - 1) < 0.1, sd
+    cut = run_sampler(logp, p0, SamplerConfig(**cfg, max_steps=500), backend=tmp_path / 'e.h5', name='o', **kw)
+    with emcee.backends.HDFBackend(str(tmp_path / 'e.h5'), name='o').open('r') as f: until = f['o'].attrs['long_until']
+    rest = run_sampler(logp, p0, SamplerConfig(**cfg), backend=tmp_path / 'e.h5', name='o', **kw)
+    assert cut.n_steps == 500 and until == 650 and rest.converged and rest.n_steps == full.n_steps
+    assert np.allclose(rest.samples, full.samples)
 
 
 def test_curvature_metric_is_exact_on_a_gaussian_and_widens_the_step_on_a_thin_ridge(tmp_path):
