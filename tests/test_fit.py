@@ -446,6 +446,15 @@ def test_a_chain_whose_tau_doubles_with_it_is_lengthened():
     assert not _random_walking(tau(32.3), 400, cfg, cfg.leapfrog_long, tau(14.1))  # already long
 
 
+def _banana(b: float = 0.02) -> tuple:
+    "A banana (x0 ~ N(0, 10^2), x1 + b (x0^2 - 100) ~ N(0, 1), x2 ~ N(0, 1)): its log p, 8 walkers near 0 and\
+ run_sampler's keywords (vectorised, with the gradient)."
+    def vg(x):
+        u = x[:, 1] + b * (x[:, 0] ** 2 - 100)
+        return -0.5 * (x[:, 0] ** 2 / 100 + u ** 2 + x[:, 2] ** 2), np.stack([-x[:, 0] / 100 - 2 * b * u * x[:, 0], -u, -x[:, 2]], 1)
+    return (lambda x: vg(x)[0]), 0.1 * np.random.default_rng(0).standard_normal((8, 3)), dict(vectorize=True, value_and_grad=vg)
+
+
 def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened(tmp_path):
     """On a banana (x0 ~ N(0, 10^2), x1 + b (x0^2 - 100) ~ N(0, 1)) no dense mass matrix fits, and HMC with 3 leapfrog
     steps random-walks along it: a walker gets stuck, the step is tuned again (0.51 -> 0.21), and the chain then
@@ -455,13 +464,7 @@ def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened
     with the banana's moments; a run cut after the lengthening resumes lengthened."""
     import emcee
     from slnb.fit import SamplerConfig, run_sampler
-    b = 0.02
-    def vg(x):
-        u = x[:, 1] + b * (x[:, 0] ** 2 - 100)
-        return -0.5 * (x[:, 0] ** 2 / 100 + u ** 2 + x[:, 2] ** 2), np.stack([-x[:, 0] / 100 - 2 * b * u * x[:, 0], -u, -x[:, 2]], 1)
-    logp = lambda x: vg(x)[0]
-    p0 = 0.1 * np.random.default_rng(0).standard_normal((8, 3))
-    kw = dict(vectorize=True, value_and_grad=vg)
+    logp, p0, kw = _banana()
     short = run_sampler(logp, p0, SamplerConfig(moves='hmc', seed=1, leapfrog=3, leapfrog_long=None, small_steps=None), **kw)
     assert not short.converged and short.n_steps == 1500 and short.samples[:, 0].std() > 8.5, short.tau
     cfg = dict(moves='hmc', seed=1, leapfrog=3, leapfrog_long=30, lengthen_after=100, lengthen_ratio=30)
@@ -483,13 +486,7 @@ def test_a_lengthened_chain_near_convergence_goes_on_once_and_resumes_so(tmp_pat
     cut during the extension resumes extended, to the same chain."""
     import emcee
     from slnb.fit import SamplerConfig, run_sampler
-    b = 0.02
-    def vg(x):
-        u = x[:, 1] + b * (x[:, 0] ** 2 - 100)
-        return -0.5 * (x[:, 0] ** 2 / 100 + u ** 2 + x[:, 2] ** 2), np.stack([-x[:, 0] / 100 - 2 * b * u * x[:, 0], -u, -x[:, 2]], 1)
-    logp = lambda x: vg(x)[0]
-    p0 = 0.1 * np.random.default_rng(0).standard_normal((8, 3))
-    kw = dict(vectorize=True, value_and_grad=vg)
+    logp, p0, kw = _banana()
     cfg = dict(moves='hmc', seed=1, leapfrog=3, leapfrog_long=30, lengthen_after=100, lengthen_ratio=30, long_steps=250)
     capped = run_sampler(logp, p0, SamplerConfig(**cfg, long_extend=None), **kw)
     assert capped.lengthened_at == 150 and capped.n_steps == 400 and not capped.converged
