@@ -375,10 +375,11 @@ def shapelet_basis(x, y, n_max: int):
 class BatchedLikelihood:
     "The same likelihood as a LensLikelihood (SIE + shear, Sérsic lens light, Sérsic source, its shapelets and clumps), for a\
  whole ensemble of walkers at once in torch: log L (W,) of vectors (W, D) (images in `dtype`, float64 by default; the solve in float64);\
- `compiled`: `value_and_grad` through `torch.compile` (eager if that fails)."
-    def __init__(self, lk: LensLikelihood, dtype=None, device=None, compiled: bool = False):
+ `compiled`: `value_and_grad` through `torch.compile` (eager if that fails), in chunks of `batch` walkers (default: its\
+ first call's number)."
+    def __init__(self, lk: LensLikelihood, dtype=None, device=None, compiled: bool = False, batch: int | None = None):
         import torch
-        self.compiled, self._graph = compiled, None
+        self.compiled, self._graph, self.batch = compiled, None, batch
         from lenstronomy.Data.psf import PSF
         if lk.model.mass != 'SIE': raise ValueError("the batched likelihood has the SIE only; use LensLikelihood for EPL")
         self.lk, self.dtype = lk, dtype or torch.float64     # float32 images: log L noisy at 1e-3, too rough for the polish
@@ -409,10 +410,12 @@ class BatchedLikelihood:
         lo, hi = lk.param.param_limits()
         self.lower, self.upper = t(lo).double(), t(hi).double()
         self.col = {n: i for i, n in enumerate(lk.names)}
-        self.shear_origin = [lk.start['lens'][0]['center_x'], lk.start['lens'][0]['center_y']]
+        self.shear_origin = t([lk.start['lens'][0]['center_x'], lk.start['lens'][0]['center_y']])
         self.n_max, self.n_clumps, self.n_light = lk.model.shapelets, lk.model.clumps, 1 + lk.model.neighbours
-        self.fixed = {f'{q}_lens_light{k}': float(v) for k, d in enumerate(lk.start['lens_light']) for q, v in d.items()
+        self.fixed = {f'{q}_lens_light{k}': t(v) for k, d in enumerate(lk.start['lens_light']) for q, v in d.items()
                       if f'{q}_lens_light{k}' not in self.col}       # held neighbours' shapes
+        # the lens's own numbers are tensors, not floats (which a compiled graph would hold as constants): one graph
+        # serves every lens of the same structure and crop
         self.core = None
         if lk.model.core_supersample:                 # a steep Sérsic core: supersample 2 is off by ~100 sigma there
             kc, nr, nc = lk.model.core_supersample, min(H, 10 + H % 2), min(W, 10 + W % 2)
@@ -447,7 +450,7 @@ class BatchedLikelihood:
  pixel averages."
         import torch
         from slnb.render import sersic_profile, sie_deflection
-        c = lambda name: p[:, self.col[name]] if name in self.col else torch.full_like(p[:, 0], self.fixed[name])
+        c = lambda name: p[:, self.col[name]] if name in self.col else self.fixed[name].to(p.dtype).expand(len(p))
         ax, ay = sie_deflection(self.x, self.y, c('theta_E_lens0'), c('e1_lens0'), c('e2_lens0'), c('center_x_lens0'), c('center_y_lens0'))
         g1, g2 = c('gamma1_lens1')[:, None], c('gamma2_lens1')[:, None]
         dx, dy = self.x - self.shear_origin[0], self.y - self.shear_origin[1]
@@ -541,8 +544,8 @@ class BatchedLikelihood:
     def value_and_grad(self, args) -> tuple[np.ndarray, np.ndarray]:
         "log L (W,) and its gradient (W, D) by autograd, of walkers (W, D); -inf and 0 outside the bounds."
         import torch
-        p = torch.as_tensor(np.atleast_2d(args), dtype=torch.float64, device=self.device).clone().requires_grad_(True)
-        lp, g = self._compiled_grad(p) if self.compiled else self._grad(self._log_prob, p)
+        p = torch.as_tensor(np.atleast_2d(args), dtype=torch.float64, device=self.device)
+        lp, g = self._compiled_grad(p) if self.compiled else self._grad(self._log_prob, p.clone().requires_grad_(True))
         ok = (((p >= self.lower) & (p <= self.upper)).all(1) & torch.isfinite(lp) & torch.isfinite(g).all(1)).detach()
         return (torch.where(ok, lp.detach(), -torch.inf).cpu().numpy(),
                 torch.where(ok[:, None], g, torch.zeros_like(g)).cpu().numpy())
@@ -556,16 +559,24 @@ class BatchedLikelihood:
         return lp, g
 
     def _compiled_grad(self, p) -> tuple:
-        "`_grad` of `_log_prob` through `torch.compile` (built at the first call and for each new batch size, its graphs\
- cached on disk), or eager from then on, with a warning, where compiling fails (no C++ compiler)."
-        import torch, warnings
-        if self._graph is None: self._graph = torch.compile(self._log_prob)
-        try: return self._grad(self._graph, p)
+        "`_grad` of `_log_prob` through `torch.compile`, in chunks of `batch` walkers (the last padded): one static graph\
+ for each structure (components, crop) and batch, compiled at its first use in the process (or read from torch's disk\
+ cache) and shared by every lens of that structure; eager from then on, with a warning, where compiling fails (no C++\
+ compiler)."
+        import torch, torch._dynamo, warnings
+        if self._graph is None:                          # the cache sits on _log_prob's code: shared by all instances
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)   # one per structure
+            self._graph = torch.compile(type(self)._log_prob, dynamic=False)
+        n = len(p); b = self.batch = self.batch or n
+        try:
+            parts = [self._grad(lambda q: self._graph(self, q), torch.cat([p[k:k + b], p[-1:].expand(max(0, k + b - n), -1)])
+                                .clone().requires_grad_(True)) for k in range(0, n, b)]
+            return torch.cat([lp for lp, _ in parts])[:n], torch.cat([g for _, g in parts])[:n]
         except Exception as e:                           # torch's compiler errors have no common public base class
             warnings.warn(f"torch.compile of the batched likelihood failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                           "it runs eager (~4x slower per gradient)")
             self.compiled = False
-            return self._grad(self._log_prob, p)
+            return self._grad(self._log_prob, p.clone().requires_grad_(True))
 
     def model(self, args) -> dict[str, np.ndarray]:
         "Of one vector: the model (B, H, W), its lens light and lensed source (B, H, W), amplitudes (B, K)."
@@ -1385,7 +1396,7 @@ def _sampling(f, cfg: 'FitConfig', compiled: bool = False):
  and its gradient `compiled` if asked (f itself where that is neither, or f is lenstronomy's)."
     import torch
     if not isinstance(f, BatchedLikelihood) or (cfg.sample_dtype == 'float64' and not compiled): return f
-    return BatchedLikelihood(f.lk, dtype=getattr(torch, cfg.sample_dtype), device=f.device, compiled=compiled)
+    return BatchedLikelihood(f.lk, dtype=getattr(torch, cfg.sample_dtype), device=f.device, compiled=compiled, batch=cfg.walkers)
 
 def _steps(lk: LensLikelihood) -> np.ndarray:
     "Finite-difference steps (D,): 1e-4 of each parameter's search range (1e-3 arcsec for a 10\" range)."

@@ -135,7 +135,8 @@ def test_float32_sampling_likelihood_keeps_log_l_and_its_gradient(cube):
 
 def test_compiled_sampling_gradient_matches_eager_and_falls_back_to_it(cube, monkeypatch):
     """The sampler's gradient through torch.compile gives the eager float32 log L and gradient (to float32's rounding);
-    where compiling fails it warns and runs eager."""
+    another lens of the same structure and crop uses the same graph, any number of walkers in chunks of the first call's
+    (the last padded); where compiling fails it warns and runs eager."""
     import torch
     from slnb.fit import BatchedLikelihood, FitConfig, _sampling
     start = truth_start(cube.catalog[1])
@@ -149,6 +150,14 @@ def test_compiled_sampling_gradient_matches_eager_and_falls_back_to_it(cube, mon
     assert fc.compiled, 'compiling failed on this machine'
     assert np.all(np.isfinite(lp)) and np.allclose(lpc, lp, rtol=0, atol=0.01), lpc - lp
     assert np.linalg.norm(gc - g) < 1e-3 * np.linalg.norm(g), np.linalg.norm(gc - g) / np.linalg.norm(g)
+    from torch._dynamo.utils import counters
+    graphs = counters['stats']['unique_graphs']
+    lk2 = LensLikelihood(cube, 0, truth_start(cube.catalog[0]), FitModel(crop=20, clumps=1, psf_margin=3.0))
+    w2 = lk2.args(truth_start(cube.catalog[0])) + 0.01 * np.random.default_rng(6).standard_normal((19, lk2.ndim))
+    f2 = BatchedLikelihood(lk2)
+    (lp2, g2), (lpc2, gc2) = _sampling(f2, FitConfig()).value_and_grad(w2), _sampling(f2, FitConfig(), compiled=True).value_and_grad(w2)
+    assert counters['stats']['unique_graphs'] == graphs, 'another lens of the same structure compiled a graph of its own'
+    assert np.allclose(lpc2, lp2, rtol=0, atol=0.01) and np.linalg.norm(gc2 - g2) < 1e-3 * np.linalg.norm(g2)   # 19: 8 + 8 + 3
     def broken(fn, **kw):
         def run(*args): raise RuntimeError('no C++ compiler')
         return run
