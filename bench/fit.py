@@ -91,6 +91,11 @@ def _seconds(f) -> float:
     t = time.perf_counter(); f(); return time.perf_counter() - t
 
 
+def _graphs_compiled() -> int:
+    "Graphs torch.compile has built in this process so far (a lens that reuses one of its structure builds none)."
+    from torch._dynamo.utils import counters
+    return int(counters['stats']['unique_graphs'])
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=8); ap.add_argument('--blind', type=int, default=3)
@@ -192,8 +197,10 @@ def main():
                   f"{sec:.0f} s", flush=True)
             continue
         for start in [s for s in (('cnn', 'blind') if i < args.blind else ('cnn',)) if s in wanted]:
+            graphs = _graphs_compiled()
             r = fit_lens(cube, i, pred[i] if start == 'cnn' else None, cfg)
             row = fit_row(int(cube.catalog['id'][i]), r)
+            row.update(graphs_compiled=_graphs_compiled() - graphs, crop=r.lk.model.crop, clumps=r.lk.model.clumps)
             row.update(truth_theta_E=truth['theta_E'],
                        arc_snr=float(cube.catalog['arc_snr'][i]), source_kind=str(cube.catalog['source_kind'][i]),
                        rel_error=row['theta_E'] / truth['theta_E'] - 1, neighbours=r.lk.model.neighbours,
@@ -214,7 +221,7 @@ def main():
                   f"true {truth['theta_E']:.3f} ({row['rel_error']:+.2%}; CNN {row['cnn_rel_error']:+.2%}), chi2/pix "
                   f"{row['chi2_red']:.2f}, tau_max {row['tau_max']:.1f}, {row['n_steps']} steps, converged "
                   f"{row['converged']}, acceptance {row['acceptance']:.2f}, neighbours {row['neighbours']}, {r.seconds['total']:.0f} s (search {r.seconds['search']:.0f}, polish "
-                  f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f}); re-tuned at {row['retuned_at']}, lengthened at {row['lengthened_at']}, second tries {row['retries']}; slowest: "
+                  f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f}; crop {row['crop']}, clumps {row['clumps']}, graphs compiled {row['graphs_compiled']}); re-tuned at {row['retuned_at']}, lengthened at {row['lengthened_at']}, second tries {row['retries']}; slowest: "
                   + ', '.join(f'{k} {v:.0f}' for k, v in row['slowest'].items()), flush=True)
     cnn = [r for r in rows if r['start'] == 'cnn']
     if args.mode_only:

@@ -302,7 +302,8 @@ def _cmd_fit(args) -> int:
                     batched=args.mass == 'SIE', sampler=SamplerConfig(max_steps=args.max_steps, moves=args.moves, seed=args.seed))
     if args.walkers: cfg.walkers = args.walkers
     chains = Path(args.chains) if args.chains else out.with_name(out.stem + '_chains')
-    try: table = fit_cube(args.input, args.init, cfg, chains, ids, args.scheduler)
+    if args.compile not in ('auto', 'on', 'off'): raise UsageError(f"--compile must be auto, on or off, got {args.compile}")
+    try: table = fit_cube(args.input, args.init, cfg, chains, ids, args.scheduler, compile=args.compile)
     except ValueError as e:
         if 'no cutout to fit' in str(e) or 'empty cube' in str(e): raise UsageError(str(e)) from None
         raise
@@ -328,6 +329,8 @@ def _add_fit_parser(sub) -> None:
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--chains', default=None, help='folder for chains and finished objects (default OUT_chains/)')
     s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='fit on this Dask cluster (tcp://host:8786)')
+    s.add_argument('--compile', default='auto', help="the sampler's gradients through torch.compile: on, off, or auto (on for "
+                   "8 or more objects where a C++ compiler is found; each structure's graph compiles once, ~30 s)")
     s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_fit)
 
 # %% ../nbs/90_cli.ipynb #adb160ae

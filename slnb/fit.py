@@ -15,18 +15,19 @@ from .io import LIGHT_PARAMS, Cube
 from .surveys import FWHM_TO_SIGMA, get_survey
 
 # %% auto #0
-__all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 'SPEC_LABELS', 'FitDataError', 'band_psf',
-           'band_noise_map', 'psf_margin_pixels', 'band_data', 'FitModel', 'lens_start', 'truth_start',
-           'clump_repulsion', 'pair_prior', 'structure_prior', 'LensLikelihood', 'off_cusp', 'cored_sersic',
-           'footprint_covariance', 'footprint_radius', 'gaussian_images', 'shapelet_basis', 'BatchedLikelihood',
-           'SamplerConfig', 'start_ball', 'ChainSummary', 'StudentTIndependence', 'HamiltonianMove', 'mean_curvature',
-           'curvature_metric', 'Unbounded', 'run_sampler', 'lens_light_guess', 'source_guess', 'neighbour_guess',
-           'cnn_start', 'blind_start', 'particle_swarm', 'polish', 'least_squares_fit', 'laplace_covariance',
-           'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult', 'crop_size', 'light_subtracted', 'arc_radius',
-           'arc_start', 'fit_light_and_source', 'clump_guess', 'clump_gains', 'drop_weak_clumps', 'search_mode',
-           'polish_mode', 'find_mode', 'research_mode', 'best_mode', 'search_reach', 'fit_starts', 'one_blas_thread',
-           'fit_mode', 'mode_key', 'save_mode', 'load_mode', 'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit',
-           'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc', 'save_fit_figures']
+__all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 'FIT_COMPILE_AUTO_MIN', 'SPEC_LABELS',
+           'FitDataError', 'band_psf', 'band_noise_map', 'psf_margin_pixels', 'band_data', 'FitModel', 'lens_start',
+           'truth_start', 'clump_repulsion', 'pair_prior', 'structure_prior', 'LensLikelihood', 'off_cusp',
+           'cored_sersic', 'footprint_covariance', 'footprint_radius', 'gaussian_images', 'shapelet_basis',
+           'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'StudentTIndependence',
+           'HamiltonianMove', 'mean_curvature', 'curvature_metric', 'Unbounded', 'run_sampler', 'lens_light_guess',
+           'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish',
+           'least_squares_fit', 'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult',
+           'crop_size', 'light_subtracted', 'arc_radius', 'arc_start', 'fit_light_and_source', 'clump_guess',
+           'clump_gains', 'drop_weak_clumps', 'search_mode', 'polish_mode', 'find_mode', 'research_mode', 'best_mode',
+           'search_reach', 'fit_starts', 'one_blas_thread', 'fit_mode', 'mode_key', 'save_mode', 'load_mode',
+           'fit_lens', 'fit_row', 'fit_table', 'fit_cube', 'plot_fit', 'plot_corner', 'plot_traces', 'plot_cnn_vs_mcmc',
+           'save_fit_figures']
 
 # %% ../nbs/60_fit.ipynb #85d8d6d5
 class FitDataError(ValueError):
@@ -1320,9 +1321,10 @@ class FitConfig:
     batched: bool = True
     sample_dtype: str = 'float32'    # the images of the search's swarm and of the sampler's walkers ('float64': as the
                                      # polish's): log L to ~1e-3, which neither needs; 1.6x faster per gradient
-    compile_sampler: bool = False    # the sampler's gradients through torch.compile: 3.7x faster per gradient, after
-                                     # ~20-40 s of compiling each new graph (crop size, components; then cached on disk):
-                                     # worth it over a field's many fits, not over one (bench/fit.py --compile 1)
+    compile_sampler: bool = False    # the sampler's gradients through torch.compile: 3.3x faster per gradient, after
+                                     # ~30-35 s of compiling each structure's graph (crop, clumps, neighbours), which every
+                                     # later lens of that structure shares (and torch's disk cache keeps): worth it over a
+                                     # field's many fits (`fit_cube(compile='auto')`, `slnb fit --compile`), not over one
     unbounded: bool = False          # hmc: sample the logit of each bounded parameter (no walls; slower on the bench lenses)
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(moves='hmc'))   # 'de+t' without gradients (EPL)
 
@@ -1651,12 +1653,12 @@ def _plain(v):
     return v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v
 
 def mode_key(cfg: FitConfig, i: int, prediction=None) -> str:
-    "A hash of what the mode of cutout i depends on: the fit's settings (of the sampler, only its seed), i, and the CNN\
- `prediction` (a table row or mapping; None: blind)."
+    "A hash of what the mode of cutout i depends on: the fit's settings (of the sampler, only its seed; not whether its\
+ gradient is compiled), i, and the CNN `prediction` (a table row or mapping; None: blind)."
     import hashlib, json
     from dataclasses import asdict
     names = [] if prediction is None else prediction.colnames if hasattr(prediction, 'colnames') else list(prediction)
-    what = dict(cfg=asdict(replace(cfg, sampler=None)), seed=cfg.sampler.seed, i=int(i),
+    what = dict(cfg=asdict(replace(cfg, sampler=None, compile_sampler=False)), seed=cfg.sampler.seed, i=int(i),
                 prediction={n: _plain(prediction[n]) for n in names})
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -1763,11 +1765,16 @@ def _fit_one(cube: Cube | str, i: int, obj: int, prediction: dict | None, cfg: F
         with atomic_path(done) as tmp: tmp.write_text(json.dumps(out))
     return out
 
+FIT_COMPILE_AUTO_MIN: int = 8    # objects: from here `compile='auto'` compiles the sampler's gradient (each structure's
+                                 # graph ~30 s once, then ~3x faster gradients for every lens of that structure)
+
 def fit_cube(path: str | Path, init=None, cfg: FitConfig | None = None, chains: str | Path | None = None,
-             ids=None, scheduler: str | None = None, show_progress: bool = True, figures: str | Path | None = None) -> 'Table':
+             ids=None, scheduler: str | None = None, show_progress: bool = True, figures: str | Path | None = None,
+             compile: str | None = None) -> 'Table':
     "A SPEC fitting table for the cutouts of a cube file (or those with `ids`): each from its row of the prediction\
  table `init` (a Table or ECSV path) where given, else blind; finished objects kept in `chains` (resumable); each\
- fit's figures saved in `figures` if given."
+ fit's figures saved in `figures` if given; `compile` 'on', 'off' or 'auto' (on for >= FIT_COMPILE_AUTO_MIN objects\
+ where a C++ compiler is found) sets `cfg.compile_sampler` (None: as cfg has it)."
     from slnb.core import progress
     from slnb.io import read_catalog, read_cube
     path, cfg = Path(path), cfg or FitConfig()
@@ -1776,6 +1783,9 @@ def fit_cube(path: str | Path, init=None, cfg: FitConfig | None = None, chains: 
     wanted = None if ids is None else {int(x) for x in ids}
     todo = [k for k, v in enumerate(all_ids) if wanted is None or v in wanted]
     if not todo: raise ValueError(f"{path}: no cutout to fit (ids {list(ids)[:5]}... not in the cube)" if ids is not None else f"{path}: empty cube")
+    if compile is not None:
+        from slnb.render import compile_wanted
+        cfg = replace(cfg, compile_sampler=compile_wanted(compile, len(todo), FIT_COMPILE_AUTO_MIN))
     preds = {}
     if init is not None:
         t = read_catalog(init, 'prediction') if isinstance(init, (str, Path)) else init

@@ -322,11 +322,12 @@ def cxx_compiler_found() -> bool:
     import shutil
     return any(shutil.which(c) for c in ('c++', 'g++', 'clang++'))
 
-def compile_wanted(mode: str, n_scenes: int) -> bool:
-    "Whether to fuse the renderer for `n_scenes`: mode 'on', 'off', or 'auto' (on for >= 5000 scenes where a C++ compiler is found)."
+def compile_wanted(mode: str, n_scenes: int, minimum: int = COMPILE_AUTO_MIN_SCENES) -> bool:
+    "Whether to compile for `n_scenes` (or objects): mode 'on', 'off', or 'auto' (on for >= `minimum`, 5000 scenes by\
+ default, where a C++ compiler is found)."
     if mode not in ('auto', 'on', 'off'): raise ValueError(f"compile must be auto, on or off, got {mode!r}")
     if mode != 'auto': return mode == 'on'
-    return n_scenes >= COMPILE_AUTO_MIN_SCENES and cxx_compiler_found()
+    return n_scenes >= minimum and cxx_compiler_found()
 
 def _evaluate(x, y, scenes: Scenes, amp_b: torch.Tensor, shape: tuple, pool: bool = False, scale: float = 1.0) -> torch.Tensor:
     "Run the (compiled or eager) kernel with its static flags; zeros of `shape` (after pooling) when no component shines."

@@ -351,6 +351,7 @@ def test_fit_cube_isolates_failures_and_resumes(cube, tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     assert load_mode(tmp_path / 'ch' / '0.mode.json', c, 0, mode_key(cfg, 0), rng) is not None
     assert load_mode(tmp_path / 'ch' / '0.mode.json', c, 0, mode_key(replace(cfg, polish_iter=31), 0), rng) is None
+    assert load_mode(tmp_path / 'ch' / '0.mode.json', c, 0, mode_key(replace(cfg, compile_sampler=True), 0), rng) is not None
     monkeypatch.undo()
     from astropy.table import Table
     from slnb.io import write_catalog
@@ -363,6 +364,7 @@ def test_fit_cube_isolates_failures_and_resumes(cube, tmp_path, monkeypatch):
     assert code == 0 and list(f['id']) == [0] and f['n_steps'][0] == 40 and f['start'][0] == 'cnn'
     assert f['theta_E_lo'][0] <= f['theta_E'][0] <= f['theta_E_hi'][0] and 0.8 < f['chi2_red'][0] < 1.5
     assert main(['fit', str(tmp_path / 'c.fits'), '-o', str(tmp_path / 'x.ecsv'), '--ids', '7']) == 2   # clear error
+    assert main(['fit', str(tmp_path / 'c.fits'), '-o', str(tmp_path / 'x.ecsv'), '--compile', 'maybe']) == 2
 
 
 def test_fit_cube_on_a_dask_cluster_gives_the_local_numbers(cube, tmp_path):

@@ -251,6 +251,8 @@ def test_compile_setting(tmp_path, capsys):
     from slnb.render import compile_wanted
     assert compile_wanted('on', 1) and not compile_wanted('off', 10 ** 6) and not compile_wanted('auto', 10)
     with pytest.raises(ValueError, match='auto, on or off'): compile_wanted('yes', 10)
+    from slnb.render import cxx_compiler_found
+    assert not compile_wanted('auto', 7, minimum=8) and compile_wanted('auto', 8, minimum=8) == cxx_compiler_found()
     ini = tmp_path/'settings.ini'
     ini.write_text('[simulate]\ncompile = maybe\n')
     assert main(['--settings', str(ini), 'simulate', '--n', '3', '-o', str(tmp_path/'s.fits')]) == 2
