@@ -575,7 +575,7 @@ class BatchedLikelihood:
             return torch.cat([lp for lp, _ in parts])[:n], torch.cat([g for _, g in parts])[:n]
         except Exception as e:                           # torch's compiler errors have no common public base class
             warnings.warn(f"torch.compile of the batched likelihood failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                          "it runs eager (~4x slower per gradient)")
+                          "it runs eager (~3x slower per gradient)")
             self.compiled = False
             return self._grad(self._log_prob, p.clone().requires_grad_(True))
 
