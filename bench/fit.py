@@ -62,7 +62,12 @@ def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
     t8 = {}
     for name, b in (('float64', bl), ('float32', b32), ('float32_compiled', c32)):   # the sampler's call: 8 walkers, best of 3 x 10
         t8[name] = min(_seconds(lambda: [b.value_and_grad(x[:8]) for _ in range(10)]) / 10 for _ in range(3))
+    c64 = BatchedLikelihood(lk, compiled=True, batch=1); c64.value_and_grad(x[:1])   # the polish's call: one walker, float64
+    t1 = {name: min(_seconds(lambda: [b.value_and_grad(x[:1]) for _ in range(10)]) / 10 for _ in range(3))
+          for name, b in (('eager', bl), ('compiled', c64))}
     return dict(walkers=walkers, crop=lk.model.crop, batched_s=tb, lenstronomy_s=tl, ratio=tl / tb,
+                value_and_grad_1_float64_s=t1['eager'], value_and_grad_1_float64_compiled_s=t1['compiled'],
+                polish_eager_over_compiled=t1['eager'] / t1['compiled'],
                 log_l_16_s=t16, value_and_grad_16_s=tg, value_and_grad_8_float64_s=t8['float64'],
                 value_and_grad_8_float32_s=t8['float32'], float64_over_float32=t8['float64'] / t8['float32'],
                 value_and_grad_8_compiled_s=t8['float32_compiled'], compile_s=t_compile, compiled=c32.compiled,
@@ -221,7 +226,7 @@ def main():
                   f"true {truth['theta_E']:.3f} ({row['rel_error']:+.2%}; CNN {row['cnn_rel_error']:+.2%}), chi2/pix "
                   f"{row['chi2_red']:.2f}, tau_max {row['tau_max']:.1f}, {row['n_steps']} steps, converged "
                   f"{row['converged']}, acceptance {row['acceptance']:.2f}, neighbours {row['neighbours']}, {r.seconds['total']:.0f} s (search {r.seconds['search']:.0f}, polish "
-                  f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f}; crop {row['crop']}, clumps {row['clumps']}, graphs compiled {row['graphs_compiled']}); re-tuned at {row['retuned_at']}, lengthened at {row['lengthened_at']}, second tries {row['retries']}; slowest: "
+                  f"{r.seconds['polish']:.0f}, mcmc {r.seconds['mcmc']:.0f}, of all that compiling {r.seconds.get('compile', 0):.0f}; crop {row['crop']}, clumps {row['clumps']}, graphs compiled {row['graphs_compiled']}); re-tuned at {row['retuned_at']}, lengthened at {row['lengthened_at']}, second tries {row['retries']}; slowest: "
                   + ', '.join(f'{k} {v:.0f}' for k, v in row['slowest'].items()), flush=True)
     cnn = [r for r in rows if r['start'] == 'cnn']
     if args.mode_only:
@@ -244,6 +249,8 @@ def main():
         converged=int(sum(r['converged'] for r in cnn)), median_tau_max=med([r['tau_max'] for r in cnn]),
         theta_E_coverage68=float(np.mean([r['covered68'] for r in cnn])) if cnn else None,
         median_seconds_cnn=med([r['seconds'] for r in cnn]),
+        median_seconds_cnn_without_compile=med([r['seconds'] - r.get('t_compile', 0.0) for r in cnn]),   # a field's steady
+        seconds_compile=float(sum(r.get('t_compile', 0.0) for r in rows)),      # state: each structure's graphs built
         blind_median_abs_rel_error=med([abs(r['rel_error']) for r in blind]), median_seconds_blind=med([r['seconds'] for r in blind]),
         blind_over_cnn_time=[b['seconds'] / c['seconds'] for c, b in paired],
         same_mode=[abs(b['theta_E'] - c['theta_E']) < 0.02 * c['theta_E'] for c, b in paired])

@@ -18,8 +18,8 @@ from .surveys import FWHM_TO_SIGMA, get_survey
 __all__ = ['BOUNDS', 'CLUMP_SIGMA', 'MGE_SIGMAS', 'SOURCE_N_MAX', 'SPEC_NAMES', 'FIT_COMPILE_AUTO_MIN', 'SPEC_LABELS',
            'FitDataError', 'band_psf', 'band_noise_map', 'psf_margin_pixels', 'band_data', 'FitModel', 'lens_start',
            'truth_start', 'clump_repulsion', 'pair_prior', 'structure_prior', 'LensLikelihood', 'off_cusp',
-           'cored_sersic', 'footprint_covariance', 'footprint_radius', 'gaussian_images', 'shapelet_basis',
-           'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'StudentTIndependence',
+           'cored_sersic', 'subpixel_grid', 'footprint_covariance', 'footprint_radius', 'gaussian_images',
+           'shapelet_basis', 'BatchedLikelihood', 'SamplerConfig', 'start_ball', 'ChainSummary', 'StudentTIndependence',
            'HamiltonianMove', 'mean_curvature', 'curvature_metric', 'Unbounded', 'run_sampler', 'lens_light_guess',
            'source_guess', 'neighbour_guess', 'cnn_start', 'blind_start', 'particle_swarm', 'polish',
            'least_squares_fit', 'laplace_covariance', 'half_sigma_steps', 'start_walkers', 'FitConfig', 'FitResult',
@@ -327,15 +327,28 @@ def cored_sersic(x, y, R_sersic, n_sersic, e1, e2, center_x, center_y, core: flo
     r3 = ((dx * a + dy * b) ** 2 + (dy * c) ** 2).clamp_min(1e-30) ** 1.5 + core ** 3
     return torch.exp(bn - bn * torch.exp(torch.log(r3) * (inv_2n / 1.5) - log_R_n))
 
+def subpixel_grid(x0: float, y0: float, shape: tuple, k: int, s: float) -> tuple[np.ndarray, np.ndarray]:
+    "The centres x, y (k k H W,) in arcsec of the k x k sub-pixels of each pixel of an image of `shape` (pixel 0's centre\
+ at x0, y0, s arcsec pixels), the sub-pixel offsets outermost (k, k, H, W): a pixel's mean is then a sum over the\
+ leading axes, which torch.compile vectorises (the (H, k, W, k) order left that backward scalar: 8% slower per gradient)."
+    sub = (np.arange(k) + 0.5) / k - 0.5
+    oy, ox, r, c = np.meshgrid(sub, sub, np.arange(shape[0]), np.arange(shape[1]), indexing='ij')
+    return (x0 + (c + ox) * s).ravel(), (y0 + (r + oy) * s).ravel()
+
+def _as_image(b, shape: tuple, k: int):
+    "Values at `subpixel_grid`'s points (N, k k H W) as images (N, H k, W k) of the sub-pixels."
+    return b.reshape(-1, k, k, *shape).permute(0, 3, 1, 4, 2).reshape(-1, shape[0] * k, shape[1] * k)
+
 def footprint_covariance(bx, by, shape: tuple, k: int, subpixel: float) -> tuple:
     "The covariance (xx, xy, yy), each (N, P) arcsec^2, of each square sub-pixel (`subpixel` arcsec, k x k per pixel of\
- `shape`) mapped to the source plane by the lens equation's local Jacobian A (differences of the source positions\
- bx, by (N, P) along the sub-pixel grid): subpixel^2 A A^T / 12, that of a uniform square where A = 1."
+ `shape`, P of them in `subpixel_grid`'s order) mapped to the source plane by the lens equation's local Jacobian A\
+ (differences of the source positions bx, by (N, P) along the sub-pixel grid): subpixel^2 A A^T / 12, that of a\
+ uniform square where A = 1."
     import torch
-    n = (-1, shape[0] * k, shape[1] * k)
-    (xr, xc), (yr, yc) = (torch.gradient(b.reshape(n), spacing=subpixel, dim=(1, 2)) for b in (bx, by))
-    v = subpixel ** 2 / 12
-    return tuple((v * t).reshape(bx.shape) for t in (xr ** 2 + xc ** 2, xr * yr + xc * yc, yr ** 2 + yc ** 2))
+    (xr, xc), (yr, yc) = (torch.gradient(_as_image(b, shape, k), spacing=subpixel, dim=(1, 2)) for b in (bx, by))
+    v, H, W = subpixel ** 2 / 12, *shape
+    back = lambda t: t.reshape(-1, H, k, W, k).permute(0, 2, 4, 1, 3).reshape(bx.shape)     # to subpixel_grid's order
+    return tuple(back(v * t) for t in (xr ** 2 + xc ** 2, xr * yr + xc * yc, yr ** 2 + yc ** 2))
 
 def footprint_radius(bx, by, shape: tuple, k: int, subpixel: float):
     "The rms radius (N, P) arcsec of each sub-pixel's source-plane footprint (`footprint_covariance`): subpixel |A|_F /\
@@ -373,11 +386,18 @@ def shapelet_basis(x, y, n_max: int):
     hx, hy = hermite_functions(x), hermite_functions(y)
     return [hx[n1] * hy[n - n1] for n in range(n_max + 1) for n1 in range(n, -1, -1)]
 
+def _graph_count() -> int:
+    "Graphs torch.compile has built (or read back from its disk cache) in this process."
+    from torch._dynamo.utils import counters
+    return int(counters['stats']['unique_graphs'])
+
 class BatchedLikelihood:
     "The same likelihood as a LensLikelihood (SIE + shear, Sérsic lens light, Sérsic source, its shapelets and clumps), for a\
  whole ensemble of walkers at once in torch: log L (W,) of vectors (W, D) (images in `dtype`, float64 by default; the solve in float64);\
  `compiled`: `value_and_grad` through `torch.compile` (eager if that fails), in chunks of `batch` walkers (default: its\
  first call's number)."
+    compile_seconds: float = 0.0     # seconds all instances spent in calls that built a new graph (or read one back)
+
     def __init__(self, lk: LensLikelihood, dtype=None, device=None, compiled: bool = False, batch: int | None = None):
         import torch
         self.compiled, self._graph, self.batch = compiled, None, batch
@@ -390,10 +410,8 @@ class BatchedLikelihood:
         kd, _, kn = bands[0]
         H, W = kd['image_data'].shape
         s, k = float(kd['transform_pix2angle'][0, 0]), int(kn.get('supersampling_factor', 1))
-        sub = (np.arange(k) + 0.5) / k - 0.5
-        cols = (np.arange(W)[:, None] + sub[None]).ravel(); rows = (np.arange(H)[:, None] + sub[None]).ravel()
-        y, x = np.meshgrid(kd['dec_at_xy_0'] + rows * s, kd['ra_at_xy_0'] + cols * s, indexing='ij')
-        self.x, self.y, self.shape, self.k, self.subpixel = t(x.ravel())[None], t(y.ravel())[None], (H, W), k, s / k
+        x, y = subpixel_grid(kd['ra_at_xy_0'], kd['dec_at_xy_0'], (H, W), k, s)
+        self.x, self.y, self.shape, self.k, self.subpixel = t(x)[None], t(y)[None], (H, W), k, s / k
         self.data = t(np.stack([b[0]['image_data'] for b in bands])).double()
         self.weight = t(np.stack([lk.masks[j] / b[0]['noise_map'] ** 2 for j, b in enumerate(bands)])).double()
         self.gaussian = all(b[1]['psf_type'] == 'GAUSSIAN' for b in bands)
@@ -420,10 +438,9 @@ class BatchedLikelihood:
         self.core = None
         if lk.model.core_supersample:                 # a steep Sérsic core: supersample 2 is off by ~100 sigma there
             kc, nr, nc = lk.model.core_supersample, min(H, 10 + H % 2), min(W, 10 + W % 2)
-            r0, c0, sub = (H - nr) // 2, (W - nc) // 2, (np.arange(kc) + 0.5) / kc - 0.5
-            yc, xc = np.meshgrid(kd['dec_at_xy_0'] + (r0 + np.arange(nr)[:, None] + sub).ravel() * s,
-                                 kd['ra_at_xy_0'] + (c0 + np.arange(nc)[:, None] + sub).ravel() * s, indexing='ij')
-            self.core = (t(xc.ravel())[None], t(yc.ravel())[None], r0, c0, nr, nc, kc, 0.4 * s / kc)
+            r0, c0 = (H - nr) // 2, (W - nc) // 2
+            xc, yc = subpixel_grid(kd['ra_at_xy_0'] + c0 * s, kd['dec_at_xy_0'] + r0 * s, (nr, nc), kc, s)
+            self.core = (t(xc)[None], t(yc)[None], r0, c0, nr, nc, kc, 0.4 * s / kc)
 
     def _clumps(self, bx, by, c, footprint: tuple | None = None) -> list:
         "Unit-flux Gaussian knots at source-plane positions bx, by, each averaged over the sub-pixels' `footprint` if given\
@@ -470,12 +487,11 @@ class BatchedLikelihood:
                                    (by - c('center_y_source_light0')[:, None]) / beta, self.n_max)
         imgs += self._clumps(bx, by, c, fp)
         H, W = self.shape
-        sub = torch.stack(imgs).reshape(len(imgs), -1, H, self.k, W, self.k)
-        out = sub.sum(-1).sum(-2) / self.k ** 2          # pixel means; summing the innermost axis first is ~5x faster
+        out = torch.stack(imgs).reshape(len(imgs), -1, self.k ** 2, H, W).sum(2) / self.k ** 2     # pixel means
         if self.core is not None:                        # the lens light's central pixels, finer
             xc, yc, r0, c0, nr, nc, kc, eps = self.core
             core = light(*off_cusp(xc, yc, c('center_x_lens_light0')[:, None], c('center_y_lens_light0')[:, None], eps), 'lens_light0')
-            out[0, :, r0:r0 + nr, c0:c0 + nc] = core.reshape(-1, nr, kc, nc, kc).sum(-1).sum(-2) / kc ** 2
+            out[0, :, r0:r0 + nr, c0:c0 + nc] = core.reshape(-1, kc ** 2, nr, nc).sum(1) / kc ** 2
         return out
 
     def _convolve(self, img):
@@ -564,14 +580,16 @@ class BatchedLikelihood:
  for each structure (components, crop) and batch, compiled at its first use in the process (or read from torch's disk\
  cache) and shared by every lens of that structure; eager from then on, with a warning, where compiling fails (no C++\
  compiler)."
-        import torch, torch._dynamo, warnings
+        import time, torch, torch._dynamo, warnings
         if self._graph is None:                          # the cache sits on _log_prob's code: shared by all instances
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)   # one per structure
             self._graph = torch.compile(type(self)._log_prob, dynamic=False)
         n = len(p); b = self.batch = self.batch or n
+        graphs, t0 = _graph_count(), time.perf_counter()
         try:
             parts = [self._grad(lambda q: self._graph(self, q), torch.cat([p[k:k + b], p[-1:].expand(max(0, k + b - n), -1)])
                                 .clone().requires_grad_(True)) for k in range(0, n, b)]
+            if _graph_count() > graphs: BatchedLikelihood.compile_seconds += time.perf_counter() - t0
             return torch.cat([lp for lp, _ in parts])[:n], torch.cat([g for _, g in parts])[:n]
         except Exception as e:                           # torch's compiler errors have no common public base class
             warnings.warn(f"torch.compile of the batched likelihood failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
@@ -1321,10 +1339,11 @@ class FitConfig:
     batched: bool = True
     sample_dtype: str = 'float32'    # the images of the search's swarm and of the sampler's walkers ('float64': as the
                                      # polish's): log L to ~1e-3, which neither needs; 1.6x faster per gradient
-    compile_sampler: bool = False    # the sampler's gradients through torch.compile: 3.3x faster per gradient, after
-                                     # ~30-35 s of compiling each structure's graph (crop, clumps, neighbours), which every
-                                     # later lens of that structure shares (and torch's disk cache keeps): worth it over a
-                                     # field's many fits (`fit_cube(compile='auto')`, `slnb fit --compile`), not over one
+    compile_sampler: bool = False    # the sampler's and the polish's gradients through torch.compile: 3.3x and 2.5x faster
+                                     # per gradient, after ~30-45 s of compiling each structure's graphs (crop, clumps,
+                                     # neighbours), which every later lens of that structure shares (and torch's disk cache
+                                     # keeps: ~6 s to read one back): worth it over a field's many fits
+                                     # (`fit_cube(compile='auto')`, `slnb fit --compile`), not over one
     unbounded: bool = False          # hmc: sample the logit of each bounded parameter (no walls; slower on the bench lenses)
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(moves='hmc'))   # 'de+t' without gradients (EPL)
 
@@ -1340,7 +1359,8 @@ class FitConfig:
 
 @dataclass
 class FitResult:
-    "A finished fit: the likelihood it used, the chain summary, the best keyword lists, chi^2/pixel, timings (s)."
+    "A finished fit: the likelihood it used, the chain summary, the best keyword lists, chi^2/pixel, timings (s: search,\
+ polish, mcmc, total; compile: the part of them spent building compiled graphs or reading them back)."
     lk: LensLikelihood
     chain: ChainSummary
     best: dict
@@ -1525,7 +1545,7 @@ def drop_weak_clumps(cube: Cube, i: int, lk: LensLikelihood, f, x: np.ndarray, c
     lk = LensLikelihood(cube, i, found, replace(lk.model, clumps=int(keep.sum())))
     f = _log_prob(lk, cfg.batched)
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
-    x, _ = polish(f, lk.args(found), lo, hi, _steps(lk), 5 * cfg.polish_iter, rounds=2, value_and_grad=f.value_and_grad)
+    x, _ = polish(f, lk.args(found), lo, hi, _steps(lk), 5 * cfg.polish_iter, rounds=2, value_and_grad=_polishing(f, cfg))
     return lk, f, x
 
 def _neighbours(cube: Cube, i: int, start: dict, crop: int | None, cfg: 'FitConfig') -> list[dict]:
@@ -1552,10 +1572,18 @@ def search_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig
                              cfg.polish_iter, swarm=_sampling(f, cfg))
     return _with_clumps(cube, i, lk, f, x, cfg, rng)
 
+def _polishing(f, cfg: 'FitConfig'):
+    "The polish's log L and gradient of one vector: f's (float64), through torch.compile where `cfg.compile_sampler`\
+ (a graph of one walker for each structure, ~2.5x faster than eager: the polish's L-BFGS-B calls it one point at a\
+ time); None where f is lenstronomy's."
+    if not isinstance(f, BatchedLikelihood): return None
+    if not cfg.compile_sampler: return f.value_and_grad
+    return BatchedLikelihood(f.lk, device=f.device, compiled=True, batch=1).value_and_grad
+
 def polish_mode(cube: Cube, i: int, lk: LensLikelihood, f, x: np.ndarray, cfg: 'FitConfig') -> tuple:
     "The likelihood, log-prob and mode from a searched vector x: all parameters polished (L-BFGS-B), weak clumps dropped."
     lo, hi = (np.asarray(b, float) for b in lk.param.param_limits())
-    grad = f.value_and_grad if isinstance(f, BatchedLikelihood) else None
+    grad = _polishing(f, cfg)
     x, _ = polish(f, x, lo, hi, _steps(lk), cfg.polish_iter * (1 + 4 * (grad is not None)), rounds=2, value_and_grad=grad)
     return drop_weak_clumps(cube, i, lk, f, x, cfg)
 
@@ -1693,7 +1721,7 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
  Laplace ball, emcee; with `backend` (HDF5) the mode (`save_mode`, beside it as .mode.json) and the chain are kept, and\
  a rerun resumes from them."
     import time
-    cfg, t, t0 = cfg or FitConfig(), dict(search=0.0, polish=0.0), time.perf_counter()
+    cfg, t, t0, c0 = cfg or FitConfig(), dict(search=0.0, polish=0.0), time.perf_counter(), BatchedLikelihood.compile_seconds
     rng = np.random.default_rng([cfg.sampler.seed, i])
     saved, key = (Path(backend).with_suffix('.mode.json'), mode_key(cfg, i, prediction)) if backend else (None, '')
     mode = load_mode(saved, cube, i, key, rng, cfg.batched) if saved else None
@@ -1715,6 +1743,7 @@ def fit_lens(cube: Cube, i: int, prediction=None, cfg: FitConfig | None = None, 
                         unbounded=Unbounded(lo, hi) if sampler.moves == 'hmc' and cfg.unbounded else None, bounds=(lo, hi))
     t['mcmc'] = time.perf_counter() - t0 - t['search'] - t['polish']
     t['total'] = time.perf_counter() - t0
+    t['compile'] = BatchedLikelihood.compile_seconds - c0      # of those: building (or reading back) compiled graphs
     best_log_l = float(np.asarray(f(chain.best[None]))[0])                # in the polish's precision
     return FitResult(lk, chain, lk.kwargs(chain.best), -2 * best_log_l / lk.n_data,
                      'cnn' if prediction is not None else 'blind', t)

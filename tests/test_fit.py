@@ -167,6 +167,40 @@ def test_compiled_sampling_gradient_matches_eager_and_falls_back_to_it(cube, mon
     assert not fb.compiled and np.array_equal(lpb, lp) and np.array_equal(gb, g)
 
 
+def test_compiled_polish_gradient_matches_eager_float64(cube):
+    """With `compile_sampler` the polish's gradient (one walker, float64) goes through torch.compile and gives eager's to
+    1e-8; building its graph is counted in `BatchedLikelihood.compile_seconds`; without, it is the eager one."""
+    from slnb.fit import BatchedLikelihood, FitConfig, _polishing
+    start = truth_start(cube.catalog[1])
+    lk = LensLikelihood(cube, 1, start, FitModel(crop=20, clumps=1, psf_margin=3.0))
+    x = lk.args(start)[None]
+    f, before = BatchedLikelihood(lk), BatchedLikelihood.compile_seconds
+    assert _polishing(f, FitConfig()) == f.value_and_grad and _polishing(lambda p: p, FitConfig(compile_sampler=True)) is None
+    vg = _polishing(f, FitConfig(compile_sampler=True))
+    (lp, g), (lpc, gc) = f.value_and_grad(x), vg(x)
+    assert vg.__self__.compiled, 'compiling failed on this machine'
+    assert BatchedLikelihood.compile_seconds > before
+    assert np.allclose(lpc, lp, rtol=1e-12, atol=1e-8) and np.linalg.norm(gc - g) < 1e-8 * np.linalg.norm(g)
+
+
+def test_subpixel_grid_order_and_footprints_of_a_linear_map():
+    """`subpixel_grid` lists the k x k sub-pixels of each pixel with the offsets outermost (each pixel's mean a sum over
+    the leading axes); `footprint_covariance` of a linear map A is subpixel^2 A A^T / 12 at every sub-pixel (the
+    differences taken along the right axes of that order: with rows and columns swapped, or the order mixed, it is not)."""
+    import torch
+    from slnb.fit import footprint_covariance, subpixel_grid
+    x, y = subpixel_grid(-1.0, -0.5, (3, 4), 2, 0.2)
+    assert x.shape == (2 * 2 * 3 * 4,)
+    np.testing.assert_allclose(x.reshape(4, 3, 4).mean(0), -1.0 + 0.2 * np.arange(4)[None].repeat(3, 0), atol=1e-12)
+    np.testing.assert_allclose(y.reshape(4, 3, 4).mean(0), -0.5 + 0.2 * np.arange(3)[:, None].repeat(4, 1), atol=1e-12)
+    assert np.allclose(np.sort(np.unique(np.round(x, 9)))[:2], [-1.05, -0.95])
+    A = np.array([[1.3, 0.4], [-0.2, 0.7]])
+    X, Y = torch.as_tensor(x)[None], torch.as_tensor(y)[None]
+    xx, xy, yy = (t.numpy() for t in footprint_covariance(A[0, 0] * X + A[0, 1] * Y, A[1, 0] * X + A[1, 1] * Y, (3, 4), 2, 0.1))
+    C = 0.1 ** 2 * A @ A.T / 12
+    for got, want in ((xx, C[0, 0]), (xy, C[0, 1]), (yy, C[1, 1])): np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
 def test_shapelet_source_and_crop_agree_with_lenstronomy(cube):
     from slnb.fit import BatchedLikelihood
     start = truth_start(cube.catalog[0])
