@@ -1339,7 +1339,7 @@ class FitConfig:
     batched: bool = True
     sample_dtype: str = 'float32'    # the images of the search's swarm and of the sampler's walkers ('float64': as the
                                      # polish's): log L to ~1e-3, which neither needs; 1.6x faster per gradient
-    compile_sampler: bool = False    # the sampler's and the polish's gradients through torch.compile: 3.3x and 2.5x faster
+    compile_sampler: bool = False    # the sampler's and the polish's gradients through torch.compile: ~3x and 2.5-5x faster
                                      # per gradient, after ~30-45 s of compiling each structure's graphs (crop, clumps,
                                      # neighbours), which every later lens of that structure shares (and torch's disk cache
                                      # keeps: ~6 s to read one back): worth it over a field's many fits
@@ -1574,7 +1574,7 @@ def search_mode(cube: Cube, i: int, start: dict, sd: np.ndarray, cfg: 'FitConfig
 
 def _polishing(f, cfg: 'FitConfig'):
     "The polish's log L and gradient of one vector: f's (float64), through torch.compile where `cfg.compile_sampler`\
- (a graph of one walker for each structure, ~2.5x faster than eager: the polish's L-BFGS-B calls it one point at a\
+ (a graph of one walker for each structure, 2.5-5x faster than eager: the polish's L-BFGS-B calls it one point at a\
  time); None where f is lenstronomy's."
     if not isinstance(f, BatchedLikelihood): return None
     if not cfg.compile_sampler: return f.value_and_grad
