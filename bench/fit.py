@@ -23,7 +23,7 @@ import torch
 import slnb.fit
 from slnb.core import PARAM_NAMES, atomic_write
 from slnb.deblend import deblend_images, find_deblender, load_deblender
-from slnb.fit import (BatchedLikelihood, FitConfig, FitModel, LensLikelihood, SamplerConfig, _sigma_known, cnn_start, crop_size,
+from slnb.fit import (BatchedLikelihood, FitConfig, FitModel, LensLikelihood, SamplerConfig, _graph_count, _sigma_known, cnn_start, crop_size,
                       find_mode, fit_lens, fit_mode, fit_row)
 from slnb.io import make_cube
 from slnb.predict import find_predictor, load_predictor, predict_parameters, prediction_table
@@ -95,11 +95,6 @@ def truth_check(cube, i: int, lk, chi2_fit: float, terms: dict, pred_row, cfg: F
 def _seconds(f) -> float:
     t = time.perf_counter(); f(); return time.perf_counter() - t
 
-
-def _graphs_compiled() -> int:
-    "Graphs torch.compile has built in this process so far (a lens that reuses one of its structure builds none)."
-    from torch._dynamo.utils import counters
-    return int(counters['stats']['unique_graphs'])
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -202,10 +197,10 @@ def main():
                   f"{sec:.0f} s", flush=True)
             continue
         for start in [s for s in (('cnn', 'blind') if i < args.blind else ('cnn',)) if s in wanted]:
-            graphs = _graphs_compiled()
+            graphs = _graph_count()
             r = fit_lens(cube, i, pred[i] if start == 'cnn' else None, cfg)
             row = fit_row(int(cube.catalog['id'][i]), r)
-            row.update(graphs_compiled=_graphs_compiled() - graphs, crop=r.lk.model.crop, clumps=r.lk.model.clumps)
+            row.update(graphs_compiled=_graph_count() - graphs, crop=r.lk.model.crop, clumps=r.lk.model.clumps)
             row.update(truth_theta_E=truth['theta_E'],
                        arc_snr=float(cube.catalog['arc_snr'][i]), source_kind=str(cube.catalog['source_kind'][i]),
                        rel_error=row['theta_E'] / truth['theta_E'] - 1, neighbours=r.lk.model.neighbours,

@@ -329,8 +329,9 @@ def _add_fit_parser(sub) -> None:
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--chains', default=None, help='folder for chains and finished objects (default OUT_chains/)')
     s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='fit on this Dask cluster (tcp://host:8786)')
-    s.add_argument('--compile', default='auto', help="the sampler's gradients through torch.compile: on, off, or auto (on for "
-                   "8 or more objects where a C++ compiler is found; each structure's graph compiles once, ~30 s)")
+    s.add_argument('--compile', default='auto', help="the sampler's and the polish's gradients through torch.compile: on, off, or "
+                   "auto (on for 8 or more objects where a C++ compiler is found; each structure's graphs compile once, "
+                   "~30-45 s each)")
     s.add_argument('--overwrite', action='store_true'); s.set_defaults(func=_cmd_fit)
 
 # %% ../nbs/90_cli.ipynb #adb160ae

@@ -1794,8 +1794,8 @@ def _fit_one(cube: Cube | str, i: int, obj: int, prediction: dict | None, cfg: F
         with atomic_path(done) as tmp: tmp.write_text(json.dumps(out))
     return out
 
-FIT_COMPILE_AUTO_MIN: int = 8    # objects: from here `compile='auto'` compiles the sampler's gradient (each structure's
-                                 # graph ~30 s once, then ~3x faster gradients for every lens of that structure)
+FIT_COMPILE_AUTO_MIN: int = 8    # objects: from here `compile='auto'` compiles the sampler's and the polish's gradients
+                                 # (each structure's graphs ~30-45 s each, once; then faster gradients for every lens of it)
 
 def fit_cube(path: str | Path, init=None, cfg: FitConfig | None = None, chains: str | Path | None = None,
              ids=None, scheduler: str | None = None, show_progress: bool = True, figures: str | Path | None = None,
