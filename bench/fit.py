@@ -7,7 +7,7 @@ likelihood call for the whole ensemble, batched in torch against lenstronomy wal
 Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less wall time than blind at the same
 accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--ids 2,5] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
-[--out fit] [--core K (default: FitConfig's, 8; 0: off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--cusp 0|1 (default: FitConfig's source_cusp)] [--source-core C (sub-pixels; default: FitConfig's, 0.2; 0: off)]
+[--out fit] [--core K (default: FitConfig's, 8; 0: off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--coarse-margin 0|1] [--cusp 0|1 (default: FitConfig's source_cusp)] [--source-core C (sub-pixels; default: FitConfig's, 0.2; 0: off)]
 [--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R] [--lengthen-growth G] [--long-extend X] [--metric M] [--step-jitter 0.125,1.2] [--small-steps P,F] [--retry A]
 (default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] [--polish-best K] [--compile 0|1] [--supersample K] (default: FitConfig's) [--truth-check 0|1|2] [--mode-only 0|1] [--data-supersample 8,8] [--clump-sigma S (default: slnb.fit.CLUMP_SIGMA)] [--search-rounds 1|2]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
@@ -62,6 +62,9 @@ def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
     t8 = {}
     for name, b in (('float64', bl), ('float32', b32), ('float32_compiled', c32)):   # the sampler's call: 8 walkers, best of 3 x 10
         t8[name] = min(_seconds(lambda: [b.value_and_grad(x[:8]) for _ in range(10)]) / 10 for _ in range(3))
+    full = BatchedLikelihood(LensLikelihood(cube, 0, start, replace(lk.model, coarse_margin=False)), dtype=torch.float32, compiled=True)
+    full.value_and_grad(x[:8])                                  # the PSF margin supersampled like the fitted square
+    t8['full_margin'] = min(_seconds(lambda: [full.value_and_grad(x[:8]) for _ in range(10)]) / 10 for _ in range(3))
     c64 = BatchedLikelihood(lk, compiled=True, batch=1); c64.value_and_grad(x[:1])   # the polish's call: one walker, float64
     t1 = {name: min(_seconds(lambda: [b.value_and_grad(x[:1]) for _ in range(10)]) / 10 for _ in range(3))
           for name, b in (('eager', bl), ('compiled', c64))}
@@ -71,6 +74,7 @@ def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
                 log_l_16_s=t16, value_and_grad_16_s=tg, value_and_grad_8_float64_s=t8['float64'],
                 value_and_grad_8_float32_s=t8['float32'], float64_over_float32=t8['float64'] / t8['float32'],
                 value_and_grad_8_compiled_s=t8['float32_compiled'], compile_s=t_compile, compiled=c32.compiled,
+                value_and_grad_8_compiled_full_margin_s=t8['full_margin'], coarse_margin_gain=t8['full_margin'] / t8['float32_compiled'],
                 eager_over_compiled=t8['float32'] / t8['float32_compiled'])
 
 
@@ -112,6 +116,8 @@ def main():
     ap.add_argument('--shear-sigma', type=float, default=FitConfig.shear_sigma or 0,
                     help="FitConfig.shear_sigma: the shear's Gaussian prior about 0 (0: off)")
     ap.add_argument('--source', default=FitConfig.source, choices=('sersic', 'mge'), help='FitConfig.source')
+    ap.add_argument('--coarse-margin', type=int, default=int(FitConfig.coarse_margin),
+                    help="FitConfig.coarse_margin: the PSF margin's pixels at their centres (0: off, supersampled like the rest)")
     ap.add_argument('--footprint', type=int, default=int(FitConfig.footprint), help='FitConfig.footprint (0: off, 1: on)')
     ap.add_argument('--leapfrog', type=int, default=None, help="SamplerConfig.leapfrog: leapfrog steps per HMC trajectory (default: the sampler's)")
     ap.add_argument('--leapfrog-long', type=int, default=None,
@@ -161,7 +167,9 @@ def main():
           f"{speed['value_and_grad_16_s'] * 1e3:.0f} ms; 8 walkers with the gradient: float64 "
           f"{speed['value_and_grad_8_float64_s'] * 1e3:.1f} ms, float32 {speed['value_and_grad_8_float32_s'] * 1e3:.1f} ms "
           f"({speed['float64_over_float32']:.2f}x), float32 compiled {speed['value_and_grad_8_compiled_s'] * 1e3:.1f} ms "
-          f"({speed['eager_over_compiled']:.2f}x faster than eager; its first call, compiling, {speed['compile_s']:.1f} s)", flush=True)
+          f"({speed['eager_over_compiled']:.2f}x faster than eager; its first call, compiling, {speed['compile_s']:.1f} s); "
+          f"the PSF margin supersampled too {speed['value_and_grad_8_compiled_full_margin_s'] * 1e3:.1f} ms "
+          f"({speed['coarse_margin_gain']:.2f}x slower than at its pixels' centres)", flush=True)
     hmc = FitConfig().sampler
     hmc = replace(hmc, max_steps=args.max_steps or hmc.max_steps, leapfrog=args.leapfrog or hmc.leapfrog,
                   leapfrog_long=hmc.leapfrog_long if args.leapfrog_long is None else args.leapfrog_long or None,
@@ -178,6 +186,7 @@ def main():
                     clump_widths=bool(args.clump_widths), sample_dtype=args.dtype,
                     clump_min_gain=args.clump_min_gain, cnn_offsets=tuple(float(k) for k in args.cnn_offsets.split(',')),
                     polish_best=args.polish_best, compile_sampler=bool(args.compile), supersample=args.supersample,
+                    coarse_margin=bool(args.coarse_margin),
                     search_rounds=args.search_rounds)
     terms = truth_terms(args.n, args.seed, cube.catalog) if args.truth_check else None
     rows = []
@@ -236,7 +245,7 @@ def main():
     paired = [(c, b) for b in blind for c in cnn if c['id'] == b['id']]
     med = lambda v: float(np.median(v)) if len(v) else None
     summary = dict(
-        n=len(cnn), data_supersample=args.data_supersample, supersample=args.supersample, clump_sigma=args.clump_sigma, max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, lengthen_growth=cfg.sampler.lengthen_growth, long_extend=cfg.sampler.long_extend, metric=cfg.sampler.metric, step_jitter=list(cfg.sampler.step_jitter), small_steps=cfg.sampler.small_steps, retry=cfg.sampler.retry, core_supersample=args.core, psf_margin=args.psf_margin, source_cusp=bool(args.cusp), source_core=args.source_core,
+        n=len(cnn), data_supersample=args.data_supersample, supersample=args.supersample, clump_sigma=args.clump_sigma, max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, lengthen_growth=cfg.sampler.lengthen_growth, long_extend=cfg.sampler.long_extend, metric=cfg.sampler.metric, step_jitter=list(cfg.sampler.step_jitter), small_steps=cfg.sampler.small_steps, retry=cfg.sampler.retry, core_supersample=args.core, psf_margin=args.psf_margin, coarse_margin=bool(args.coarse_margin), source_cusp=bool(args.cusp), source_core=args.source_core,
         ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
         footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, clump_min_gain=args.clump_min_gain, cnn_offsets=args.cnn_offsets, polish_best=args.polish_best, compile_sampler=cfg.compile_sampler, search_rounds=args.search_rounds, likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),
