@@ -66,7 +66,7 @@ def test_sampler_recovers_a_gaussian_stops_itself_and_resumes(tmp_path):
 def test_batched_likelihood_is_lenstronomys(cube):
     from slnb.fit import BatchedLikelihood
     start = truth_start(cube.catalog[1])
-    lk = LensLikelihood(cube, 1, start)
+    lk = LensLikelihood(cube, 1, start, FitModel(coarse_margin=False))   # lenstronomy's margin
     a = lk.args(start)
     walkers = a + 0.02 * np.random.default_rng(2).standard_normal((12, lk.ndim)) * np.abs(a).clip(0.1)
     ref = np.array([lk.log_likelihood(w) for w in walkers])
@@ -75,7 +75,7 @@ def test_batched_likelihood_is_lenstronomys(cube):
     from lenstronomy.Util.kernel_util import kernel_gaussian
     cube.extensions['PSF'] = np.stack([kernel_gaussian(21, 0.2, f) for f in (0.8, 0.75, 0.7)])
     try:
-        lk2 = LensLikelihood(cube, 1, start)
+        lk2 = LensLikelihood(cube, 1, start, FitModel(coarse_margin=False))
         ref2 = np.array([lk2.log_likelihood(w) for w in walkers[:4]])
         assert np.allclose(BatchedLikelihood(lk2)(walkers[:4]), ref2, rtol=0, atol=0.05)
     finally:
