@@ -68,6 +68,12 @@ def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
     c64 = BatchedLikelihood(lk, compiled=True, batch=1); c64.value_and_grad(x[:1])   # the polish's call: one walker, float64
     t1 = {name: min(_seconds(lambda: [b.value_and_grad(x[:1]) for _ in range(10)]) / 10 for _ in range(3))
           for name, b in (('eager', bl), ('compiled', c64))}
+    two32, two64 = (autograd_over_compiled(BatchedLikelihood(lk, dtype=d, compiled=True, batch=n))
+                    for d, n in ((torch.float32, 8), (torch.float64, 1)))
+    t_compile_two = _seconds(lambda: two32.value_and_grad(x[:8])); two64.value_and_grad(x[:1])
+    fused = dict(fused_gain=paired_ratio(lambda: two32.value_and_grad(x[:8]), lambda: c32.value_and_grad(x[:8])),
+                 fused_gain_polish=paired_ratio(lambda: two64.value_and_grad(x[:1]), lambda: c64.value_and_grad(x[:1])),
+                 compile_two_graphs_s=t_compile_two)
     return dict(walkers=walkers, crop=lk.model.crop, batched_s=tb, lenstronomy_s=tl, ratio=tl / tb,
                 value_and_grad_1_float64_s=t1['eager'], value_and_grad_1_float64_compiled_s=t1['compiled'],
                 polish_eager_over_compiled=t1['eager'] / t1['compiled'],
@@ -75,7 +81,22 @@ def likelihood_speed(cube, pred, walkers: int = 48) -> dict:
                 value_and_grad_8_float32_s=t8['float32'], float64_over_float32=t8['float64'] / t8['float32'],
                 value_and_grad_8_compiled_s=t8['float32_compiled'], compile_s=t_compile, compiled=c32.compiled,
                 value_and_grad_8_compiled_full_margin_s=t8['full_margin'], coarse_margin_gain=t8['full_margin'] / t8['float32_compiled'],
-                eager_over_compiled=t8['float32'] / t8['float32_compiled'])
+                eager_over_compiled=t8['float32'] / t8['float32_compiled'], **fused)
+
+
+def autograd_over_compiled(bl: BatchedLikelihood) -> BatchedLikelihood:
+    "bl with its gradient as before 2026-12-07, the reference for the fused graph (`_log_prob_and_grad`): autograd over\
+ a compiled log L, two graphs (forward, backward)."
+    graph = torch.compile(BatchedLikelihood._log_prob, dynamic=False)
+    bl._compiled_grad = lambda p: BatchedLikelihood._grad(lambda q: graph(bl, q), p.clone().requires_grad_(True))
+    return bl
+
+
+def paired_ratio(reference, candidate, calls: int = 20, rounds: int = 20) -> float:
+    "How many times faster `candidate` runs than `reference`: the median over `rounds` of the ratio of their times for\
+ `calls` calls each, run back to back (a shared machine's drifts cancel in each pair)."
+    pairs = [[_seconds(lambda: [f() for _ in range(calls)]) for f in (reference, candidate)] for _ in range(rounds)]
+    return float(np.median([a / b for a, b in pairs]))
 
 
 def truth_check(cube, i: int, lk, chi2_fit: float, terms: dict, pred_row, cfg: FitConfig, oracle: bool) -> dict:
@@ -169,7 +190,9 @@ def main():
           f"({speed['float64_over_float32']:.2f}x), float32 compiled {speed['value_and_grad_8_compiled_s'] * 1e3:.1f} ms "
           f"({speed['eager_over_compiled']:.2f}x faster than eager; its first call, compiling, {speed['compile_s']:.1f} s); "
           f"the PSF margin supersampled too {speed['value_and_grad_8_compiled_full_margin_s'] * 1e3:.1f} ms "
-          f"({speed['coarse_margin_gain']:.2f}x slower than at its pixels' centres)", flush=True)
+          f"({speed['coarse_margin_gain']:.2f}x slower than at its pixels' centres); value and gradient in one graph "
+          f"{speed['fused_gain']:.2f}x faster than autograd over a compiled log L (the polish's call: "
+          f"{speed['fused_gain_polish']:.2f}x; compiling those two graphs {speed['compile_two_graphs_s']:.1f} s)", flush=True)
     hmc = FitConfig().sampler
     hmc = replace(hmc, max_steps=args.max_steps or hmc.max_steps, leapfrog=args.leapfrog or hmc.leapfrog,
                   leapfrog_long=hmc.leapfrog_long if args.leapfrog_long is None else args.leapfrog_long or None,
