@@ -136,7 +136,8 @@ def test_float32_sampling_likelihood_keeps_log_l_and_its_gradient(cube):
 def test_compiled_sampling_gradient_matches_eager_and_falls_back_to_it(cube, monkeypatch):
     """The sampler's gradient through torch.compile gives the eager float32 log L and gradient (to float32's rounding);
     another lens of the same structure and crop uses the same graph, any number of walkers in chunks of the first call's
-    (the last padded); where compiling fails it warns and runs eager."""
+    (the last padded); the graph goes into torch's disk cache (nothing in it makes the cache pass it by, as
+    linalg.solve's error check did); where compiling fails it warns and runs eager."""
     import torch
     from slnb.fit import BatchedLikelihood, FitConfig, _sampling
     start = truth_start(cube.catalog[1])
@@ -146,11 +147,15 @@ def test_compiled_sampling_gradient_matches_eager_and_falls_back_to_it(cube, mon
     f = BatchedLikelihood(lk)
     fc = _sampling(f, FitConfig(), compiled=True)
     assert fc.compiled and fc.dtype == torch.float32
+    from torch._dynamo.utils import counters
+    cache = lambda: {k: counters['inductor'][f'fxgraph_cache_{k}'] for k in ('hit', 'miss', 'bypass')}
+    before = cache()
     (lp, g), (lpc, gc) = _sampling(f, FitConfig()).value_and_grad(walkers), fc.value_and_grad(walkers)
     assert fc.compiled, 'compiling failed on this machine'
+    after = cache()
+    assert after['bypass'] == before['bypass'] and after['hit'] + after['miss'] > before['hit'] + before['miss'], (before, after)
     assert np.all(np.isfinite(lp)) and np.allclose(lpc, lp, rtol=0, atol=0.01), lpc - lp
     assert np.linalg.norm(gc - g) < 1e-3 * np.linalg.norm(g), np.linalg.norm(gc - g) / np.linalg.norm(g)
-    from torch._dynamo.utils import counters
     graphs = counters['stats']['unique_graphs']
     lk2 = LensLikelihood(cube, 0, truth_start(cube.catalog[0]), FitModel(crop=20, clumps=1, psf_margin=3.0))
     w2 = lk2.args(truth_start(cube.catalog[0])) + 0.01 * np.random.default_rng(6).standard_normal((19, lk2.ndim))
