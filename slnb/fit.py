@@ -542,10 +542,11 @@ class BatchedLikelihood:
         dA = torch.diagonal(A, dim1=-2, dim2=-1)         # a component with no pixels (a clump off the crop): amplitude 0
         empty = dA <= 1e-20 * dA.amax(-1, keepdim=True)
         A = A + torch.diag_embed(1e-12 * dA.clamp_min(1e-300) + empty.to(A.dtype))
-        L, info = torch.linalg.cholesky_ex(A)            # A is symmetric positive definite: Cholesky, whose gradient (unlike
-        amp = torch.cholesky_solve(b[..., None], L)[..., 0]   # solve's) checks no errors, which kept the fused graph out of
-        amp = torch.where((info == 0)[..., None], amp, torch.nan)   # torch's disk cache; a walker whose matrix is still
-                                                         # singular: log L -inf, not a crash
+        # A is symmetric positive definite: Cholesky, whose gradient checks no errors (solve's check kept the fused graph,
+        # `_log_prob_and_grad`, out of torch's disk cache); a walker whose matrix is still singular: log L -inf, not a crash
+        L, info = torch.linalg.cholesky_ex(A)
+        amp = torch.cholesky_solve(b[..., None], L)[..., 0]
+        amp = torch.where((info == 0)[..., None], amp, torch.nan)
         chi2 = (w[:, 0] * (d - (amp[..., None] * M).sum(-2)) ** 2).sum((-2, -1))
         return M, amp, chi2
 
