@@ -8,7 +8,7 @@ Targets: theta_E within 2% (median), converged chains; from the CNN >= 5x less w
 accuracy; median wall time per lens from the CNN <= 60 s on this 2-core CPU.
 Run: `python bench/fit.py [--n 8] [--ids 2,5] [--blind 3] [--max-steps N (default: the sampler's)] [--seed 7] [--starts cnn,blind]
 [--out fit] [--core K (default: FitConfig's, 8; 0: off)] [--psf-margin S (default: FitConfig's, 3; 0: off)] [--coarse-margin 0|1] [--cusp 0|1 (default: FitConfig's source_cusp)] [--source-core C (sub-pixels; default: FitConfig's, 0.2; 0: off)]
-[--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R] [--lengthen-growth G] [--long-extend X] [--metric M] [--step-jitter 0.125,1.2] [--small-steps P,F] [--retry A]
+[--ellipticity-sigma S] [--shear-sigma S] (default: FitConfig's structure priors; 0: off) [--leapfrog L] [--leapfrog-long L] [--lengthen-ratio R] [--lengthen-growth G] [--long-extend X] [--long-steps N] [--metric M] [--step-jitter 0.125,1.2] [--small-steps P,F] [--retry A]
 (default: the sampler's) [--dtype float32|float64 (default: FitConfig.sample_dtype)] [--clump-min-gain G] [--cnn-offsets 0,-1,1] [--polish-best K] [--compile 0|1] [--supersample K] (default: FitConfig's) [--truth-check 0|1|2] [--mode-only 0|1] [--data-supersample 8,8] [--clump-sigma S (default: slnb.fit.CLUMP_SIGMA)] [--search-rounds 1|2]`; writes bench/out/<out>.json (`--starts blind`: only the blind fits of the first `--blind` lenses).
 """
 import argparse
@@ -151,6 +151,8 @@ def main():
                     help="SamplerConfig.step_jitter: the range of the HMC step's random factor (uniform), 'low,high' (default: the sampler's)")
     ap.add_argument('--lengthen-growth', type=float, default=None,
                     help="SamplerConfig.lengthen_growth: also lengthened where tau_max grew G-fold since half the iterations (default: the sampler's; 0: off)")
+    ap.add_argument('--long-steps', type=int, default=None,
+                    help="SamplerConfig.long_steps: a lengthened chain's iterations at most, its tuning included (default: the sampler's)")
     ap.add_argument('--long-extend', type=float, default=None,
                     help="SamplerConfig.long_extend: a lengthened chain at its cap with 50 tau within X times its length goes on (default: the sampler's; 0: off)")
     ap.add_argument('--small-steps', default=None,
@@ -199,6 +201,7 @@ def main():
                   lengthen_ratio=args.lengthen_ratio or hmc.lengthen_ratio, metric=args.metric or hmc.metric,
                   lengthen_growth=hmc.lengthen_growth if args.lengthen_growth is None else args.lengthen_growth or None,
                   long_extend=hmc.long_extend if args.long_extend is None else args.long_extend or None,
+                  long_steps=args.long_steps or hmc.long_steps,
                   step_jitter=tuple(float(v) for v in args.step_jitter.split(',')) if args.step_jitter else hmc.step_jitter,
                   retry=hmc.retry if args.retry is None else args.retry or None,
                   small_steps=hmc.small_steps if args.small_steps is None else
@@ -268,7 +271,7 @@ def main():
     paired = [(c, b) for b in blind for c in cnn if c['id'] == b['id']]
     med = lambda v: float(np.median(v)) if len(v) else None
     summary = dict(
-        n=len(cnn), data_supersample=args.data_supersample, supersample=args.supersample, clump_sigma=args.clump_sigma, max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, lengthen_growth=cfg.sampler.lengthen_growth, long_extend=cfg.sampler.long_extend, metric=cfg.sampler.metric, step_jitter=list(cfg.sampler.step_jitter), small_steps=cfg.sampler.small_steps, retry=cfg.sampler.retry, core_supersample=args.core, psf_margin=args.psf_margin, coarse_margin=bool(args.coarse_margin), source_cusp=bool(args.cusp), source_core=args.source_core,
+        n=len(cnn), data_supersample=args.data_supersample, supersample=args.supersample, clump_sigma=args.clump_sigma, max_steps=cfg.sampler.max_steps, leapfrog=cfg.sampler.leapfrog, leapfrog_long=cfg.sampler.leapfrog_long, lengthen_ratio=cfg.sampler.lengthen_ratio, lengthen_growth=cfg.sampler.lengthen_growth, long_extend=cfg.sampler.long_extend, long_steps=cfg.sampler.long_steps, metric=cfg.sampler.metric, step_jitter=list(cfg.sampler.step_jitter), small_steps=cfg.sampler.small_steps, retry=cfg.sampler.retry, core_supersample=args.core, psf_margin=args.psf_margin, coarse_margin=bool(args.coarse_margin), source_cusp=bool(args.cusp), source_core=args.source_core,
         ellipticity_sigma=args.ellipticity_sigma, shear_sigma=args.shear_sigma, source=args.source,
         footprint=bool(args.footprint), clump_widths=bool(args.clump_widths), sample_dtype=args.dtype, clump_min_gain=args.clump_min_gain, cnn_offsets=args.cnn_offsets, polish_best=args.polish_best, compile_sampler=cfg.compile_sampler, search_rounds=args.search_rounds, likelihood=speed,
         cnn_median_abs_rel_error=med([abs(r['rel_error']) for r in cnn]),

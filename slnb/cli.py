@@ -325,7 +325,7 @@ def _add_fit_parser(sub) -> None:
     s.add_argument('--neighbours', type=int, default=2, help="at most this many unlensed neighbours modelled (found in the cube's LENS_LIGHT)")
     s.add_argument('--walkers', type=int, default=None)
     s.add_argument('--moves', default='hmc', help="hmc (Hamiltonian, the default), de+t, de or stretch (emcee's ensemble moves)")
-    s.add_argument('--max-steps', type=int, default=None, help='at most this many steps (default: hmc 1500, the others 5000)')
+    s.add_argument('--max-steps', type=int, default=None, help='at most this many steps (default: hmc 3000, the others 5000)')
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--chains', default=None, help='folder for chains and finished objects (default OUT_chains/)')
     s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='fit on this Dask cluster (tcp://host:8786)')

@@ -670,7 +670,7 @@ class BatchedLikelihood:
 @dataclass
 class SamplerConfig:
     "An emcee run: stopping rule (chains >= tau_factor x tau, tau stable to tau_rtol, at most max_steps), seed; steps\
- left unset take the defaults of the moves (hmc: 1500, 25, 50; the others: 5000, 100, 600)."
+ left unset take the defaults of the moves (hmc: 3000, 25, 50; the others: 5000, 100, 600)."
     max_steps: int | None = None
     check_every: int | None = None
     tau_factor: float = 50.0
@@ -704,15 +704,18 @@ class SamplerConfig:
                                      # estimate that keeps pace with the chain (bench lens 15: 14 -> 32 as the chain
                                      # doubled, 116 at 1,500; lens 8, which converges, 11.5 -> 16.3; None: off)
     long_steps: int = 500            # at most this many iterations after the lengthening (its tuning included)
-    long_extend: float | None = 2.0  # a lengthened chain at that cap, not converged but with tau_factor x tau_max within
-                                     # this many times its iterations, goes on for long_steps more, once (None: never)
+    long_extend: float | None = 3.0  # a lengthened chain at that cap, not converged but with tau_factor x tau_max within
+                                     # this many times its iterations judged, goes on for long_steps more, and again at
+                                     # each new cap while that holds, up to max_steps (None: never). Bench lenses 5, 15
+                                     # and 18 converged so (1.0-2.2 at their first cap); the four that did not, 11, 20,
+                                     # 22 and 23, were at 3.6-4.2 and their tau grew with the chain
     seed: int = 0
 
     def __post_init__(self):
         if self.metric not in ('curvature', 'covariance'): raise ValueError(f"metric '{self.metric}': 'curvature' or 'covariance'")
         if self.small_steps is not None and not (0 <= self.small_steps[0] < 1 and 0 < self.small_steps[1] <= 1):
             raise ValueError(f"small_steps {self.small_steps}: (probability in [0, 1), step factor in (0, 1]), or None")
-        for k, v in zip(('max_steps', 'check_every', 'adapt_steps'), (1500, 25, 50) if self.moves == 'hmc' else (5000, 100, 600)):
+        for k, v in zip(('max_steps', 'check_every', 'adapt_steps'), (3000, 25, 50) if self.moves == 'hmc' else (5000, 100, 600)):
             if getattr(self, k) is None: setattr(self, k, v)
 
 def start_ball(centre: np.ndarray, spread: np.ndarray, n: int, rng: np.random.Generator, lower=None, upper=None) -> np.ndarray:
@@ -1073,9 +1076,9 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
         converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - adapt)      # tau_max stable (each of D noisy
                          and abs(np.max(old_tau) - np.max(tau)) < cfg.tau_rtol * np.max(tau))  # estimates never all are)
         old_tau = tau
-        if (not converged and long_from is not None and long_until is None and sampler.iteration >= limit
+        if (not converged and long_from is not None and sampler.iteration >= limit
                 and cfg.long_extend is not None and cfg.tau_factor * np.max(tau) <= cfg.long_extend * (sampler.iteration - adapt)):
-            long_until = int(long_from) + 2 * cfg.long_steps                   # near: the lengthened chain goes on
+            long_until = sampler.iteration + cfg.long_steps                     # near: the lengthened chain goes on
             _chain_attr(store, 'long_until', long_until)
             limit = bar.total = min(cfg.max_steps, long_until)
         kept = sampler.iteration - base

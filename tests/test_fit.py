@@ -543,7 +543,8 @@ def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened
     import emcee
     from slnb.fit import SamplerConfig, run_sampler
     logp, p0, kw = _banana()
-    short = run_sampler(logp, p0, SamplerConfig(moves='hmc', seed=1, leapfrog=3, leapfrog_long=None, small_steps=None), **kw)
+    short = run_sampler(logp, p0, SamplerConfig(moves='hmc', seed=1, leapfrog=3, leapfrog_long=None, small_steps=None,
+                                                max_steps=1500), **kw)
     assert not short.converged and short.n_steps == 1500 and short.samples[:, 0].std() > 8.5, short.tau
     cfg = dict(moves='hmc', seed=1, leapfrog=3, leapfrog_long=30, lengthen_after=100, lengthen_ratio=30)
     long = run_sampler(logp, p0, SamplerConfig(**cfg), **kw)
@@ -557,25 +558,27 @@ def test_hmc_lengthens_its_trajectories_on_a_curved_ridge_and_resumes_lengthened
     assert cut.n_steps == 225 and lengthened < 225 and rest.converged and rest.n_steps > 225 and rest.tau.max() < 10
 
 
-def test_a_lengthened_chain_near_convergence_goes_on_once_and_resumes_so(tmp_path):
-    """The banana of the test above, lengthened at iteration 150 with a cap of 250 iterations after it: at the cap (400)
-    its tau_max is 7.9, so 50 tau (395) is within twice the 200 iterations judged; without `long_extend` it stops there
-    unconverged, with it it goes on (at most 500 past the lengthening) and converges with the banana's moments; a run
-    cut during the extension resumes extended, to the same chain."""
+def test_a_lengthened_chain_near_convergence_goes_on_while_near_and_resumes_so(tmp_path):
+    """The banana of the test above, lengthened at iteration 150 with a cap of 200 iterations after it: without
+    `long_extend` it stops at that cap (350) unconverged; with it (50 tau_max within 3x the iterations judged) it goes on
+    200 more, is still near at 550 and goes on again (to 750; extended once only, as before 2026-12-07's evening, it
+    stopped at 550), and converges with the banana's moments; a run cut during the second extension resumes extended,
+    to the same chain."""
     import emcee
     from slnb.fit import SamplerConfig, run_sampler
     logp, p0, kw = _banana()
-    cfg = dict(moves='hmc', seed=1, leapfrog=3, leapfrog_long=30, lengthen_after=100, lengthen_ratio=30, long_steps=250)
+    cfg = dict(moves='hmc', seed=1, leapfrog=3, leapfrog_long=30, lengthen_after=100, lengthen_ratio=30, long_steps=200)
     capped = run_sampler(logp, p0, SamplerConfig(**cfg, long_extend=None), **kw)
-    assert capped.lengthened_at == 150 and capped.n_steps == 400 and not capped.converged
-    full = run_sampler(logp, p0, SamplerConfig(**cfg), **kw)
-    assert full.converged and 400 < full.n_steps <= 650 and full.tau.max() < 10, (full.n_steps, full.tau)
+    assert capped.lengthened_at == 150 and capped.n_steps == 350 and not capped.converged
+    def until(fn):
+        with emcee.backends.HDFBackend(str(fn), name='o').open('r') as f: return f['o'].attrs['long_until']
+    full = run_sampler(logp, p0, SamplerConfig(**cfg), backend=tmp_path / 'f.h5', name='o', **kw)
+    assert full.converged and 550 < full.n_steps <= 750 and until(tmp_path / 'f.h5') == 750, (full.n_steps, full.tau)
     sd = full.samples.std(0)                            # exact: 10, 3, 1
     assert abs(sd[0] - 10) < 1.5 and abs(sd[1] - 3) < 0.8 and abs(sd[2] - 1) < 0.1, sd
-    cut = run_sampler(logp, p0, SamplerConfig(**cfg, max_steps=500), backend=tmp_path / 'e.h5', name='o', **kw)
-    with emcee.backends.HDFBackend(str(tmp_path / 'e.h5'), name='o').open('r') as f: until = f['o'].attrs['long_until']
+    cut = run_sampler(logp, p0, SamplerConfig(**cfg, max_steps=600), backend=tmp_path / 'e.h5', name='o', **kw)
     rest = run_sampler(logp, p0, SamplerConfig(**cfg), backend=tmp_path / 'e.h5', name='o', **kw)
-    assert cut.n_steps == 500 and until == 650 and rest.converged and rest.n_steps == full.n_steps
+    assert cut.n_steps == 600 and not cut.converged and rest.converged and rest.n_steps == full.n_steps
     assert np.allclose(rest.samples, full.samples)
 
 
