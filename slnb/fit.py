@@ -707,8 +707,8 @@ class SamplerConfig:
     long_extend: float | None = 3.0  # a lengthened chain at that cap, not converged but with tau_factor x tau_max within
                                      # this many times its iterations judged, goes on for long_steps more, and again at
                                      # each new cap while that holds, up to max_steps (None: never). Bench lenses 5, 15
-                                     # and 18 converged so (1.0-2.2 at their first cap); the four that did not, 11, 20,
-                                     # 22 and 23, were at 3.6-4.2 and their tau grew with the chain
+                                     # and 18 converged so (1.0-2.2 where extending once had stopped them); the four that
+                                     # did not, 11, 20, 22 and 23, were at 3.6-4.2 and their tau grew with the chain
     seed: int = 0
 
     def __post_init__(self):
