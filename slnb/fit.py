@@ -942,6 +942,13 @@ def _random_walking(tau: np.ndarray, kept: int, cfg: 'SamplerConfig', n_steps: i
     return bool(cfg.lengthen_growth is not None and tau_half is not None and kept >= 2 * cfg.lengthen_after
                 and np.max(tau) >= cfg.lengthen_growth * np.max(tau_half) and cfg.tau_factor * np.max(tau) >= kept)
 
+def _extended_limit(sampler, tau: np.ndarray, adapt: int, limit: int, long_from: int | None, cfg: 'SamplerConfig', store) -> int | None:
+    "A lengthened chain at its cap `limit`, not converged but near (tau_factor x tau_max within `cfg.long_extend` x the\
+ iterations judged since `adapt`): its new cap, `cfg.long_steps` on (kept with the chain), up to `cfg.max_steps`; else None."
+    if (long_from is None or cfg.long_extend is None or sampler.iteration < limit
+            or cfg.tau_factor * np.max(tau) > cfg.long_extend * (sampler.iteration - adapt)): return None
+    return min(cfg.max_steps, int(_chain_attr(store, 'long_until', sampler.iteration + cfg.long_steps)))
+
 def _tau_first_half(sampler, base: int) -> np.ndarray:
     "tau (D,) over the first half of the iterations since `base` (`_random_walking`'s growth test)."
     import emcee
@@ -1048,6 +1055,8 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
         _fit_proposal(t, sampler.get_chain()[end // 2:end])
         if cfg.moves == 'hmc' and done >= cfg.adapt_steps: t.eps, t.adapting = _hmc_step(store) or t.eps, done < adapt
     state = sampler.get_last_sample() if done else p0
+    if done and done >= limit and done > adapt:          # killed at a cap before the extension was decided: decide it
+        limit = _extended_limit(sampler, _tau(sampler, adapt), adapt, limit, long_from, cfg, store) or limit
     old_tau, converged, tau = np.full(ndim, np.inf), False, np.full(ndim, np.inf)
     accepted = sampler.backend.accepted.copy() if done else np.zeros(nwalkers)
     bar = progress(total=limit, initial=done, desc=desc, disable=not show_progress, leave=False)
@@ -1076,11 +1085,8 @@ def _run_emcee(log_prob, p0, cfg, backend, name, show_progress, desc, vectorize,
         converged = bool(np.all(tau * cfg.tau_factor < sampler.iteration - adapt)      # tau_max stable (each of D noisy
                          and abs(np.max(old_tau) - np.max(tau)) < cfg.tau_rtol * np.max(tau))  # estimates never all are)
         old_tau = tau
-        if (not converged and long_from is not None and sampler.iteration >= limit
-                and cfg.long_extend is not None and cfg.tau_factor * np.max(tau) <= cfg.long_extend * (sampler.iteration - adapt)):
-            long_until = sampler.iteration + cfg.long_steps                     # near: the lengthened chain goes on
-            _chain_attr(store, 'long_until', long_until)
-            limit = bar.total = min(cfg.max_steps, long_until)
+        if not converged and (new := _extended_limit(sampler, tau, adapt, limit, long_from, cfg, store)):
+            limit = bar.total = new                                             # near: the lengthened chain goes on
         kept = sampler.iteration - base
         if not converged and _random_walking(_tau(sampler, base), kept, cfg, getattr(t, 'n_steps', 0),
                                              _tau_first_half(sampler, base) if kept >= 2 * cfg.lengthen_after else None):

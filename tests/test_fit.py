@@ -563,7 +563,7 @@ def test_a_lengthened_chain_near_convergence_goes_on_while_near_and_resumes_so(t
     `long_extend` it stops at that cap (350) unconverged; with it (50 tau_max within 3x the iterations judged) it goes on
     200 more, is still near at 550 and goes on again (to 750; extended once only, as before 2026-12-07's evening, it
     stopped at 550), and converges with the banana's moments; a run cut during the second extension resumes extended,
-    to the same chain."""
+    to the same chain, and one killed at a cap before the extension was decided decides it on resuming."""
     import emcee
     from slnb.fit import SamplerConfig, run_sampler
     logp, p0, kw = _banana()
@@ -580,6 +580,9 @@ def test_a_lengthened_chain_near_convergence_goes_on_while_near_and_resumes_so(t
     rest = run_sampler(logp, p0, SamplerConfig(**cfg), backend=tmp_path / 'e.h5', name='o', **kw)
     assert cut.n_steps == 600 and not cut.converged and rest.converged and rest.n_steps == full.n_steps
     assert np.allclose(rest.samples, full.samples)
+    at_cap = run_sampler(logp, p0, SamplerConfig(**cfg, long_extend=None), backend=tmp_path / 'k.h5', name='o', **kw)
+    again = run_sampler(logp, p0, SamplerConfig(**cfg), backend=tmp_path / 'k.h5', name='o', **kw)   # killed at the cap,
+    assert at_cap.n_steps == 350 and again.converged and again.n_steps > 350, again.n_steps   # the extension undecided
 
 
 def test_curvature_metric_is_exact_on_a_gaussian_and_widens_the_step_on_a_thin_ridge(tmp_path):
